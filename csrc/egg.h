@@ -1,0 +1,84 @@
+/*
+ * egg.h — the whole public C API of the mlm EGGROLL core (the cffi surface).
+ *
+ * Integer-only byte-level language model trained with EGGROLL: antithetic
+ * rank-1 evolution strategies on int8 weights. Every function is
+ * deterministic: the same inputs give bit-identical outputs for every SIMD
+ * kernel, thread count and platform. mlm/egg/reference.py is the executable
+ * specification.
+ *
+ * Errors: functions returning int return 0 on success and a negative value
+ * on failure; egg_last_error() then describes it.
+ */
+#ifndef EGG_H
+#define EGG_H
+
+#include <stdint.h>
+
+typedef struct egg_config {
+    int32_t hidden;            /* model width, multiple of 16 */
+    int32_t layers;            /* GRU + MLP blocks */
+    int32_t mlp_ratio;         /* MLP width = hidden * mlp_ratio */
+    int32_t seq_len;           /* tokens per member per training step */
+    int32_t population;        /* members per step, even: pairs of +/- */
+    int32_t streams;           /* distinct data windows per step; pair p reads p % streams */
+    int32_t noise_bits;        /* noise = u1 - u2, u uniform on [0, 2^noise_bits) */
+    int32_t noise_shift;       /* perturbation A[r]*B[c] >> noise_shift */
+    int32_t threshold_z_q8;    /* vote threshold z in 1/256 units */
+    int32_t alpha_decay_steps; /* updated fraction D/(t+D); 0 = always 1 */
+    int32_t shift_base;        /* matmul shift = shift_base + floor(log2(cols)/2) */
+} egg_config;
+
+typedef struct egg_model egg_model;
+
+/* Create a model (weights zeroed, population state zeroed). NULL on a bad config. */
+egg_model *egg_create(const egg_config *cfg);
+void egg_free(egg_model *m);
+const char *egg_last_error(void);
+
+/* Flat buffers owned by the model; Python reads and writes them in place. */
+int64_t egg_weights_size(const egg_model *m);
+int8_t *egg_weights(egg_model *m);
+int64_t egg_state_size(const egg_model *m);   /* population * layers * hidden */
+int8_t *egg_state(egg_model *m);
+
+/* Tensor table, for export and inspection. */
+int32_t egg_num_tensors(const egg_model *m);
+int egg_tensor_info(const egg_model *m, int32_t index, const char **name, int32_t *rows, int32_t *cols,
+                    int64_t *offset);
+
+void egg_init_weights(egg_model *m, uint64_t seed);
+
+/* Run-time settings that never change results. */
+void egg_set_threads(egg_model *m, int32_t threads);
+int32_t egg_threads(const egg_model *m);
+/* 1: population-batched GEMM schedule (default); 0: one member at a time. */
+void egg_set_batched(egg_model *m, int32_t batched);
+
+/* Noise-free forward over tokens[0..n-1] with state (layers*hidden, in/out).
+ * Predicts tokens[1..n-1]: loss_q16 receives the sum of the Q16 bits of those
+ * n-1 predictions; logits (may be NULL) receives (n-1)*256 int8 logits. */
+int egg_forward(egg_model *m, const uint8_t *tokens, int64_t n, int8_t *state, int8_t *logits,
+                int64_t *loss_q16);
+
+/* One token for sampling: advance state, write 256 logits. */
+int egg_next_logits(egg_model *m, uint8_t token, int8_t *state, int8_t *logits);
+
+/* Bits of tokens[1..n-1] in independent chunks of chunk_len predictions, each
+ * starting from a zero state; chunks run in parallel. */
+int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16);
+
+/* One EGGROLL step: windows is streams x (seq_len + 1) bytes. Advances the
+ * population state and updates the weights. Outputs (each may be NULL):
+ * member_loss_q16[population], fitness[population/2], moved (weights changed). */
+int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                   int64_t *member_loss_q16, int8_t *fitness, int64_t *moved);
+
+/* Build and machine facts. */
+const char *egg_kernel_name(void);         /* kernel in use */
+const char *egg_available_kernels(void);   /* comma-separated */
+int egg_force_kernel(const char *name);    /* also read from MLM_KERNEL at load */
+const char *egg_parallel_backend(void);    /* "openmp", "gcd" or "serial" */
+int32_t egg_max_threads(void);
+
+#endif

@@ -1,0 +1,294 @@
+/* EGGROLL: counter-based noise, the population step, fitness and the
+ * thresholded vote update. Every random number is a pure function of
+ * (step seed, tensor, pair, index), so any thread can regenerate any slice. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "egg_internal.h"
+
+uint64_t egg_step_seed(uint64_t run_seed, int64_t step) {
+    return egg_mix64(run_seed + EGG_GOLDEN * (uint64_t)(step + 1));
+}
+
+uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream) {
+    return egg_mix64(seed ^ egg_mix64(((uint64_t)(tensor + 1) << 32) + stream));
+}
+
+static inline uint64_t stream_word(uint64_t key, int64_t i) {
+    return egg_mix64(key + EGG_GOLDEN * (uint64_t)(i + 1));
+}
+
+/* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
+void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
+    for (int64_t w = 0; w * 8 < count; w++) {
+        const uint64_t word = stream_word(key, w);
+        for (int64_t j = 0; j < 8 && w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+}
+
+void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out) {
+    const int mask = (1 << noise_bits) - 1;
+    egg_stream_bytes(key, count, (uint8_t *)out);
+    for (int64_t i = 0; i < count; i++) {
+        const int b = (uint8_t)out[i];
+        out[i] = (int8_t)((b & mask) - ((b >> 4) & mask));
+    }
+}
+
+static uint64_t isqrt64(uint64_t n) {
+    uint64_t r = 0;
+    for (uint64_t bit = 1ULL << 62; bit; bit >>= 2) {
+        if (n >= r + bit) {
+            n -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+    }
+    return r;
+}
+
+/* floor(z * sigma^2 * sqrt(pairs)), sigma^2 = (4^k - 1) / 6: see vote_threshold() in reference.py. */
+static int64_t vote_threshold(const egg_config *c, int64_t nonzero_pairs) {
+    const uint64_t spread = (1ULL << (2 * c->noise_bits)) - 1;
+    const uint64_t num = (uint64_t)c->threshold_z_q8 * (uint64_t)c->threshold_z_q8 * spread * spread *
+                         (uint64_t)nonzero_pairs;
+    return (int64_t)isqrt64(num / (36ULL * 65536ULL));
+}
+
+static int64_t alpha_q16(const egg_config *c, int64_t step) {
+    const int64_t d = c->alpha_decay_steps;
+    return d == 0 ? 1 << 16 : ((int64_t)(1 << 16) * d) / (step + d);
+}
+
+/* ---- population noise: pairs x noise_len, A then B per tensor */
+
+typedef struct noise_job {
+    const egg_model *m;
+    uint64_t seed;
+    int8_t *noise;
+} noise_job;
+
+static void noise_task(void *ctx, int64_t pair) {
+    const noise_job *job = ctx;
+    const egg_model *m = job->m;
+    int8_t *out = job->noise + pair * m->noise_len;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const egg_tensor *ten = &m->tensors[t];
+        egg_noise_values(egg_stream_key(job->seed, t, (uint64_t)pair), ten->rows + ten->cols,
+                         m->cfg.noise_bits, out + ten->noise_off);
+    }
+}
+
+/* ---- population forward */
+
+typedef struct population_job {
+    const egg_model *m;
+    int64_t block;
+    const uint8_t **tokens;
+    int8_t **states;
+    const int8_t **noise;
+    int8_t *signs;
+    int64_t *losses;
+    int failed;
+} population_job;
+
+static void population_task(void *ctx, int64_t task) {
+    population_job *job = ctx;
+    const int64_t first = task * job->block, population = job->m->cfg.population;
+    const int32_t count = (int32_t)(first + job->block <= population ? job->block : population - first);
+    const egg_block b = {count,
+                         job->m->cfg.seq_len,
+                         job->tokens + first,
+                         job->states + first,
+                         job->noise + first,
+                         job->signs + first,
+                         job->losses + first,
+                         NULL};
+    if (egg_forward_block(job->m, &b)) job->failed = 1;
+}
+
+/* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs */
+
+typedef struct update_task_def {
+    int32_t tensor, row0, rows;
+} update_task_def;
+
+typedef struct update_job {
+    const egg_model *m;
+    uint64_t seed;
+    int64_t voters, tau, alpha;
+    const int8_t *noise;     /* pairs x noise_len */
+    const int32_t *voter;    /* pair index of each voter */
+    const int8_t *vote_sign; /* fitness of each voter */
+    int8_t **a_t, **b_t;     /* per tensor: rows x voters (signed by fitness) and cols x voters */
+    const update_task_def *tasks;
+    int64_t *moved;
+    int failed;
+} update_job;
+
+static void transpose_task(void *ctx, int64_t tensor) {
+    update_job *job = ctx;
+    const egg_model *m = job->m;
+    const egg_tensor *t = &m->tensors[tensor];
+    int8_t *a_t = job->a_t[tensor], *b_t = job->b_t[tensor];
+    for (int64_t k = 0; k < job->voters; k++) {
+        const int8_t *a = job->noise + job->voter[k] * m->noise_len + t->noise_off, *b = a + t->rows;
+        const int8_t f = job->vote_sign[k];
+        for (int32_t r = 0; r < t->rows; r++) a_t[r * job->voters + k] = (int8_t)(f * a[r]);
+        for (int32_t c = 0; c < t->cols; c++) b_t[c * job->voters + k] = b[c];
+    }
+}
+
+static void vote_task(void *ctx, int64_t index) {
+    update_job *job = ctx;
+    const update_task_def *task = &job->tasks[index];
+    const egg_tensor *t = &job->m->tensors[task->tensor];
+    int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
+    if (!vote) {
+        job->failed = 1;
+        return;
+    }
+    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters,
+                               job->a_t[task->tensor] + (int64_t)task->row0 * job->voters, job->voters,
+                               job->b_t[task->tensor], job->voters, vote, t->cols);
+    const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
+    int8_t *w = job->m->weights + t->offset + (int64_t)task->row0 * t->cols;
+    int64_t moved = 0;
+    for (int64_t j = 0; j < (int64_t)task->rows * t->cols; j++) {
+        const int32_t v = vote[j];
+        if ((v < 0 ? -v : v) <= job->tau) continue;
+        const int64_t index_in_tensor = (int64_t)task->row0 * t->cols + j;
+        if ((int64_t)(stream_word(key, index_in_tensor) & 0xFFFF) >= job->alpha) continue;
+        const int next = w[j] + (v > 0 ? 1 : -1);
+        if (next > 127 || next < -127) continue;
+        w[j] = (int8_t)next;
+        moved++;
+    }
+    job->moved[index] = moved;
+    free(vote);
+}
+
+/* Split every tensor into row blocks of about 64K votes: the parallel tasks of the update. */
+static update_task_def *plan_update(const egg_model *m, int64_t *count) {
+    int64_t n = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const int64_t rows_per = 65536 / m->tensors[t].cols > 0 ? 65536 / m->tensors[t].cols : 1;
+        n += (m->tensors[t].rows + rows_per - 1) / rows_per;
+    }
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n);
+    if (!tasks) return NULL;
+    n = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const int32_t rows = m->tensors[t].rows;
+        const int32_t rows_per = 65536 / m->tensors[t].cols > 0 ? 65536 / m->tensors[t].cols : 1;
+        for (int32_t r = 0; r < rows; r += rows_per)
+            tasks[n++] = (update_task_def){t, r, rows - r < rows_per ? rows - r : rows_per};
+    }
+    *count = n;
+    return tasks;
+}
+
+static int apply_update(egg_model *m, uint64_t seed, int64_t step, const int8_t *noise, const int8_t *fitness,
+                        int64_t *moved_total) {
+    const int64_t pairs = m->cfg.population / 2;
+    int64_t voters = 0;
+    for (int64_t p = 0; p < pairs; p++) voters += fitness[p] != 0;
+    *moved_total = 0;
+    if (!voters) return 0;
+
+    int rc = -1;
+    int64_t n_tasks = 0;
+    int32_t *voter = malloc(sizeof *voter * (size_t)voters);
+    int8_t *vote_sign = malloc((size_t)voters);
+    int8_t **a_t = calloc((size_t)m->n_tensors, sizeof *a_t), **b_t = calloc((size_t)m->n_tensors, sizeof *b_t);
+    update_task_def *tasks = plan_update(m, &n_tasks);
+    int64_t *moved = calloc((size_t)(n_tasks > 0 ? n_tasks : 1), sizeof *moved);
+    if (!voter || !vote_sign || !a_t || !b_t || !tasks || !moved) goto done;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        a_t[t] = malloc((size_t)(m->tensors[t].rows * voters));
+        b_t[t] = malloc((size_t)(m->tensors[t].cols * voters));
+        if (!a_t[t] || !b_t[t]) goto done;
+    }
+    for (int64_t p = 0, k = 0; p < pairs; p++)
+        if (fitness[p]) {
+            voter[k] = (int32_t)p;
+            vote_sign[k++] = fitness[p];
+        }
+    update_job job = {m, seed, voters, 0, alpha_q16(&m->cfg, step), noise, voter, vote_sign,
+                      a_t, b_t, tasks, moved, 0};
+    job.tau = vote_threshold(&m->cfg, voters);
+    egg_parallel_for(m->n_tensors, m->threads, transpose_task, &job);
+    egg_parallel_for(n_tasks, m->threads, vote_task, &job);
+    if (!job.failed) {
+        for (int64_t i = 0; i < n_tasks; i++) *moved_total += moved[i];
+        rc = 0;
+    }
+done:
+    if (rc) egg_set_error("out of memory in the update");
+    for (int32_t t = 0; a_t && b_t && t < m->n_tensors; t++) {
+        free(a_t[t]);
+        free(b_t[t]);
+    }
+    free(a_t);
+    free(b_t);
+    free(voter);
+    free(vote_sign);
+    free(tasks);
+    free(moved);
+    return rc;
+}
+
+int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                   int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
+    const int64_t population = m->cfg.population, pairs = population / 2;
+    const uint64_t seed = egg_step_seed(run_seed, step);
+    int rc = -1;
+    int64_t moved = 0;
+    int8_t *noise = malloc((size_t)(pairs * m->noise_len));
+    const uint8_t **tokens = malloc(sizeof *tokens * (size_t)population);
+    int8_t **states = malloc(sizeof *states * (size_t)population);
+    const int8_t **member_noise = malloc(sizeof *member_noise * (size_t)population);
+    int8_t *signs = malloc((size_t)population);
+    int64_t *losses = calloc((size_t)population, sizeof *losses);
+    int8_t *fitness = malloc((size_t)pairs);
+    if (!noise || !tokens || !states || !member_noise || !signs || !losses || !fitness) {
+        egg_set_error("out of memory in the training step");
+        goto done;
+    }
+
+    noise_job nj = {m, seed, noise};
+    egg_parallel_for(pairs, m->threads, noise_task, &nj);
+
+    const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
+    for (int64_t i = 0; i < population; i++) {
+        const int64_t pair = i / 2;
+        tokens[i] = windows + (pair % m->cfg.streams) * window;
+        states[i] = m->state + i * state_len;
+        member_noise[i] = noise + pair * m->noise_len;
+        signs[i] = (int8_t)(i % 2 ? -1 : 1);
+    }
+    population_job pj = {m, egg_block_size(m, population), tokens, states, member_noise, signs, losses, 0};
+    egg_parallel_for((population + pj.block - 1) / pj.block, m->threads, population_task, &pj);
+    if (pj.failed) goto done;
+
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t diff = losses[2 * p + 1] - losses[2 * p];
+        fitness[p] = (int8_t)((diff > 0) - (diff < 0));
+    }
+    if (apply_update(m, seed, step, noise, fitness, &moved)) goto done;
+
+    if (member_loss_q16) memcpy(member_loss_q16, losses, sizeof *losses * (size_t)population);
+    if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
+    if (moved_out) *moved_out = moved;
+    rc = 0;
+done:
+    free(noise);
+    free(tokens);
+    free(states);
+    free(member_noise);
+    free(signs);
+    free(losses);
+    free(fitness);
+    return rc;
+}

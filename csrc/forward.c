@@ -1,0 +1,334 @@
+/* The forward pass: a block of members advanced in lockstep, one GEMM per
+ * weight matrix and time step, plus each member's rank-1 noise term. A block
+ * of one member is the member-at-a-time schedule; results are identical. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "egg_internal.h"
+
+_Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signed integers");
+
+#define LN_RECIP_BITS 20
+#define LN_OUT_SHIFT 19
+
+static const uint64_t EXP2_FRAC_Q16[16] = {65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
+                                           92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515};
+
+static inline int8_t sat8(int64_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
+
+int32_t egg_matmul_shift(const egg_model *m, int32_t cols) {
+    int32_t log2 = 0;
+    while ((cols >> (log2 + 1)) > 0) log2++;
+    return m->cfg.shift_base + log2 / 2;
+}
+
+/* log2(s) in Q16: integer part from the top bit, fraction by squaring a Q30 mantissa. */
+int32_t egg_log2_q16(uint64_t s) {
+    int32_t msb = 63;
+    while (!(s >> msb)) msb--;
+    uint64_t y = msb >= 30 ? s >> (msb - 30) : s << (30 - msb);
+    int32_t result = msb << EGG_LOSS_FRAC_BITS;
+    for (int bit = EGG_LOSS_FRAC_BITS - 1; bit >= 0; bit--) {
+        y = (y * y) >> 30;
+        if (y >= (1ULL << 31)) {
+            y >>= 1;
+            result |= 1 << bit;
+        }
+    }
+    return result;
+}
+
+static int64_t token_loss_q16(const int8_t *logits, uint8_t target) {
+    uint64_t total = 0;
+    for (int i = 0; i < EGG_VOCAB; i++) {
+        const int v = logits[i] + 128;
+        total += EXP2_FRAC_Q16[v & 15] << (v >> 4);
+    }
+    return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(logits[target] + 128) << 12);
+}
+
+static void layer_norm(const int8_t *x, const int8_t *w, int32_t n, int8_t *out) {
+    int64_t sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += x[i] < 0 ? -x[i] : x[i];
+    int64_t avg = sum / n;
+    if (avg < 1) avg = 1;
+    const int64_t inv = (1LL << LN_RECIP_BITS) / avg;
+    for (int32_t i = 0; i < n; i++) out[i] = sat8(((int64_t)x[i] * w[i] * inv) >> LN_OUT_SHIFT);
+}
+
+/* Per-block scratch, allocated once per egg_forward_block call. */
+typedef struct workspace {
+    int8_t *resid, *x, *gate, *up, *logits, *hidden, *vectors;
+    int32_t *acc_x, *acc_h;
+} workspace;
+
+static int workspace_alloc(workspace *w, const egg_model *m, int32_t members) {
+    const size_t h = (size_t)m->cfg.hidden, mh = h * (size_t)m->cfg.mlp_ratio, n = (size_t)members;
+    const size_t widest = mh > EGG_VOCAB ? mh : EGG_VOCAB;
+    w->resid = malloc(n * h);
+    w->x = malloc(n * h);
+    w->gate = malloc(n * h);
+    w->up = malloc(n * mh);
+    w->logits = malloc(n * EGG_VOCAB);
+    w->hidden = malloc(n * h * (size_t)m->cfg.layers);
+    w->vectors = malloc(n * (size_t)m->vec_len);
+    w->acc_x = malloc(n * widest * sizeof(int32_t));
+    w->acc_h = malloc(n * h * sizeof(int32_t));
+    return w->resid && w->x && w->gate && w->up && w->logits && w->hidden && w->vectors && w->acc_x &&
+                   w->acc_h
+               ? 0
+               : -1;
+}
+
+static void workspace_free(workspace *w) {
+    free(w->resid);
+    free(w->x);
+    free(w->gate);
+    free(w->up);
+    free(w->logits);
+    free(w->hidden);
+    free(w->vectors);
+    free(w->acc_x);
+    free(w->acc_h);
+}
+
+/* Norm weights and biases with each member's perturbation applied, once per block. */
+static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vectors) {
+    for (int32_t i = 0; i < b->members; i++) {
+        for (int32_t t = 0; t < m->n_tensors; t++) {
+            const egg_tensor *ten = &m->tensors[t];
+            if (ten->vec_off < 0) continue;
+            const int8_t *w = m->weights + ten->offset;
+            int8_t *out = vectors + (int64_t)i * m->vec_len + ten->vec_off;
+            if (!b->signs[i]) {
+                memcpy(out, w, (size_t)ten->cols);
+                continue;
+            }
+            const int8_t *a = b->noise[i] + ten->noise_off, *bn = a + ten->rows;
+            for (int32_t c = 0; c < ten->cols; c++)
+                out[c] = sat8(w[c] + b->signs[i] * ((a[0] * bn[c]) >> m->cfg.noise_shift));
+        }
+    }
+}
+
+static inline const int8_t *member_vector(const egg_model *m, const workspace *w, int32_t i, int tensor) {
+    return w->vectors + (int64_t)i * m->vec_len + m->tensors[tensor].vec_off;
+}
+
+/* acc[i, r] = W[r]·x_i + s_i * ((x_i·B_i) * A_i[r] >> noise_shift) for every member i. */
+static void linear_acc(const egg_model *m, const egg_block *b, int tensor, const int8_t *x, int32_t *acc) {
+    const egg_tensor *t = &m->tensors[tensor];
+    const egg_kernels *k = egg_active_kernels();
+    k->gemm(b->members, t->rows, t->cols, x, t->cols, m->weights + t->offset, t->cols, acc, t->rows);
+    for (int32_t i = 0; i < b->members; i++) {
+        if (!b->signs[i]) continue;
+        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
+        const int32_t xb = k->dot(x + (int64_t)i * t->cols, bn, t->cols);
+        int32_t *row = acc + (int64_t)i * t->rows;
+        if (b->signs[i] > 0)
+            for (int32_t r = 0; r < t->rows; r++) row[r] += (xb * a[r]) >> m->cfg.noise_shift;
+        else
+            for (int32_t r = 0; r < t->rows; r++) row[r] -= (xb * a[r]) >> m->cfg.noise_shift;
+    }
+}
+
+static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *resid) {
+    const egg_tensor *t = &m->tensors[m->embedding];
+    const int32_t h = m->cfg.hidden;
+    for (int32_t i = 0; i < b->members; i++) {
+        const uint8_t tok = b->tokens[i][step];
+        const int8_t *row = m->weights + t->offset + (int64_t)tok * h;
+        int8_t *out = resid + (int64_t)i * h;
+        if (!b->signs[i]) {
+            memcpy(out, row, (size_t)h);
+            continue;
+        }
+        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
+        for (int32_t c = 0; c < h; c++)
+            out[c] = sat8(row[c] + b->signs[i] * ((a[tok] * bn[c]) >> m->cfg.noise_shift));
+    }
+}
+
+static void norm_all(const egg_model *m, const workspace *w, int32_t members, int tensor, int8_t *out) {
+    const int32_t h = m->cfg.hidden;
+    for (int32_t i = 0; i < members; i++)
+        layer_norm(w->resid + (int64_t)i * h, member_vector(m, w, i, tensor), h, out + (int64_t)i * h);
+}
+
+/* gate or candidate: sat8((W·x >> sh) + (U·h >> sh) + bias) */
+static void gru_preactivation(const egg_model *m, const egg_block *b, workspace *w, int w_id, int u_id,
+                              int bias_id, const int8_t *hidden, int8_t *out) {
+    const int32_t h = m->cfg.hidden, sh = egg_matmul_shift(m, h);
+    linear_acc(m, b, w_id, w->x, w->acc_x);
+    linear_acc(m, b, u_id, hidden, w->acc_h);
+    for (int32_t i = 0; i < b->members; i++) {
+        const int8_t *bias = member_vector(m, w, i, bias_id);
+        for (int32_t c = 0; c < h; c++) {
+            const int64_t j = (int64_t)i * h + c;
+            out[j] = sat8((int64_t)(w->acc_x[j] >> sh) + (w->acc_h[j] >> sh) + bias[c]);
+        }
+    }
+}
+
+static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int32_t l) {
+    const egg_layer_ids *ids = &m->layer[l];
+    const int32_t h = m->cfg.hidden, mh = h * m->cfg.mlp_ratio, n = b->members;
+    int8_t *hidden = w->hidden + (int64_t)l * n * h;
+
+    norm_all(m, w, n, ids->norm1, w->x);
+    gru_preactivation(m, b, w, ids->w_gate, ids->u_gate, ids->b_gate, hidden, w->gate);
+    int8_t *cand = w->up; /* free until the MLP below */
+    gru_preactivation(m, b, w, ids->w_cand, ids->u_cand, ids->b_cand, hidden, cand);
+    for (int64_t j = 0; j < (int64_t)n * h; j++) {
+        const int32_t hv = hidden[j];
+        const int32_t next = hv + (((w->gate[j] + 128) * (cand[j] - hv)) >> 8);
+        hidden[j] = (int8_t)next;
+        w->resid[j] = sat8(w->resid[j] + next);
+    }
+
+    norm_all(m, w, n, ids->norm2, w->x);
+    linear_acc(m, b, ids->up, w->x, w->acc_x);
+    const int32_t sh_up = egg_matmul_shift(m, h), sh_down = egg_matmul_shift(m, mh);
+    for (int64_t j = 0; j < (int64_t)n * mh; j++) {
+        const int8_t v = sat8(w->acc_x[j] >> sh_up);
+        w->up[j] = v > 0 ? v : 0;
+    }
+    linear_acc(m, b, ids->down, w->up, w->acc_x);
+    for (int64_t j = 0; j < (int64_t)n * h; j++) w->resid[j] = sat8(w->resid[j] + sat8(w->acc_x[j] >> sh_down));
+}
+
+static void head(const egg_model *m, const egg_block *b, workspace *w) {
+    const int32_t sh = egg_matmul_shift(m, m->cfg.hidden);
+    norm_all(m, w, b->members, m->norm_final, w->x);
+    linear_acc(m, b, m->head, w->x, w->acc_x);
+    for (int64_t j = 0; j < (int64_t)b->members * EGG_VOCAB; j++) w->logits[j] = sat8(w->acc_x[j] >> sh);
+}
+
+int egg_forward_block(const egg_model *m, const egg_block *b) {
+    workspace w;
+    const int32_t h = m->cfg.hidden, layers = m->cfg.layers, n = b->members;
+    if (workspace_alloc(&w, m, n)) {
+        workspace_free(&w);
+        egg_set_error("out of memory in the forward pass");
+        return -1;
+    }
+    perturb_vectors(m, b, w.vectors);
+    /* Hidden state as layers x [members x hidden] so each layer's U·h is one GEMM. */
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t l = 0; l < layers; l++)
+            memcpy(w.hidden + ((int64_t)l * n + i) * h, b->states[i] + (int64_t)l * h, (size_t)h);
+
+    for (int32_t t = 0; t < b->steps; t++) {
+        embed(m, b, t, w.resid);
+        for (int32_t l = 0; l < layers; l++) layer_step(m, b, &w, l);
+        head(m, b, &w);
+        for (int32_t i = 0; i < n; i++) {
+            const int8_t *logits = w.logits + (int64_t)i * EGG_VOCAB;
+            if (b->losses) b->losses[i] += token_loss_q16(logits, b->tokens[i][t + 1]);
+            if (b->logits)
+                memcpy(b->logits + ((int64_t)i * b->steps + t) * EGG_VOCAB, logits, EGG_VOCAB);
+        }
+    }
+
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t l = 0; l < layers; l++)
+            memcpy(b->states[i] + (int64_t)l * h, w.hidden + ((int64_t)l * n + i) * h, (size_t)h);
+    workspace_free(&w);
+    return 0;
+}
+
+/* ---- noise-free entry points: one sequence, one sampling step, chunked evaluation */
+
+static const int8_t NO_SIGN = 0;
+
+int egg_forward(egg_model *m, const uint8_t *tokens, int64_t n, int8_t *state, int8_t *logits,
+                int64_t *loss_q16) {
+    if (n < 1 || n - 1 > INT32_MAX) {
+        egg_set_error("egg_forward needs at least one token (got %lld)", (long long)n);
+        return -1;
+    }
+    const int8_t *no_noise = NULL;
+    int64_t loss = 0;
+    const egg_block b = {1, (int32_t)(n - 1), &tokens, &state, &no_noise, &NO_SIGN, &loss, logits};
+    const int rc = egg_forward_block(m, &b);
+    if (loss_q16) *loss_q16 = loss;
+    return rc;
+}
+
+int egg_next_logits(egg_model *m, uint8_t token, int8_t *state, int8_t *logits) {
+    const uint8_t *tokens = &token;
+    const int8_t *no_noise = NULL;
+    const egg_block b = {1, 1, &tokens, &state, &no_noise, &NO_SIGN, NULL, logits};
+    return egg_forward_block(m, &b);
+}
+
+typedef struct eval_job {
+    const egg_model *m;
+    const uint8_t *tokens;
+    int64_t n_chunks, chunk_len, block;
+    int64_t *chunk_loss;
+    int failed;
+} eval_job;
+
+/* A task evaluates `block` consecutive full chunks in lockstep from zero states. */
+static void eval_task(void *ctx, int64_t task) {
+    eval_job *job = ctx;
+    const egg_model *m = job->m;
+    const int64_t first = task * job->block;
+    const int32_t count = (int32_t)(first + job->block <= job->n_chunks ? job->block : job->n_chunks - first);
+    const int64_t state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
+    const uint8_t **tokens = malloc(sizeof *tokens * (size_t)count);
+    int8_t **states = malloc(sizeof *states * (size_t)count);
+    int8_t *state_buf = calloc((size_t)(count * state_len), 1);
+    const int8_t **noise = calloc((size_t)count, sizeof *noise);
+    int8_t *signs = calloc((size_t)count, 1);
+    if (!tokens || !states || !state_buf || !noise || !signs) {
+        job->failed = 1;
+    } else {
+        for (int32_t i = 0; i < count; i++) {
+            tokens[i] = job->tokens + (first + i) * job->chunk_len;
+            states[i] = state_buf + i * state_len;
+        }
+        const egg_block b = {count, (int32_t)job->chunk_len, tokens, states, noise, signs,
+                             job->chunk_loss + first, NULL};
+        if (egg_forward_block(m, &b)) job->failed = 1;
+    }
+    free(tokens);
+    free(states);
+    free(state_buf);
+    free(noise);
+    free(signs);
+}
+
+int64_t egg_block_size(const egg_model *m, int64_t items) {
+    if (!m->batched) return 1;
+    const int64_t per_thread = (items + m->threads - 1) / m->threads;
+    return per_thread < 1 ? 1 : per_thread > 64 ? 64 : per_thread;
+}
+
+int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16) {
+    if (n < 2 || chunk_len < 1) {
+        egg_set_error("evaluation needs at least 2 bytes and a positive chunk length");
+        return -1;
+    }
+    const int64_t predictions = n - 1, n_full = predictions / chunk_len, tail = predictions % chunk_len;
+    int64_t *chunk_loss = calloc((size_t)(n_full + 1), sizeof *chunk_loss);
+    if (!chunk_loss) {
+        egg_set_error("out of memory in evaluation");
+        return -1;
+    }
+    eval_job job = {m, tokens, n_full, chunk_len, egg_block_size(m, n_full), chunk_loss, 0};
+    if (n_full) egg_parallel_for((n_full + job.block - 1) / job.block, m->threads, eval_task, &job);
+    int rc = job.failed ? -1 : 0;
+    if (!rc && tail) {
+        int8_t *state = calloc((size_t)m->cfg.layers * m->cfg.hidden, 1);
+        rc = state ? egg_forward(m, tokens + n_full * chunk_len, tail + 1, state, NULL, &chunk_loss[n_full]) : -1;
+        free(state);
+    }
+    if (rc) egg_set_error("out of memory in evaluation");
+    int64_t total = 0;
+    for (int64_t c = 0; c <= n_full; c++) total += chunk_loss[c];
+    *loss_q16 = total;
+    free(chunk_loss);
+    return rc;
+}

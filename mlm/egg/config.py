@@ -1,0 +1,110 @@
+"""Model and algorithm configuration, presets and validation.
+
+Everything in :class:`ModelConfig` defines the model and the training
+algorithm: it travels inside every checkpoint, and two runs with the same
+``ModelConfig`` and seed produce bit-identical weights. Run-time settings that
+do not change the arithmetic (threads, step budget, logging intervals) live
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from mlm.errors import MlmError
+
+#: The SIMD kernels process hidden vectors in blocks of 16 bytes (NEON width).
+HIDDEN_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and algorithm knobs. All integers, so the C core sees them exactly."""
+
+    hidden: int = 128
+    layers: int = 2
+    mlp_ratio: int = 4
+    seq_len: int = 128
+    population: int = 256
+    #: Distinct data streams per step; pair p reads stream p % streams.
+    streams: int = 16
+    #: Noise values are u1 - u2 with u1, u2 uniform in [0, 2**noise_bits).
+    noise_bits: int = 3
+    #: A perturbation A[r]*B[c] is scaled by 2**-noise_shift.
+    noise_shift: int = 4
+    #: z-test threshold in 1/256 units: a weight moves when |vote| > z*sigma^2*sqrt(pairs).
+    threshold_z_q8: int = 512
+    #: Updated fraction alpha_t = D / (t + D); 0 disables the decay (alpha = 1).
+    alpha_decay_steps: int = 0
+    #: Right shift after a matmul over `cols` inputs: shift_base + floor(log2(cols)/2).
+    shift_base: int = 4
+
+    @property
+    def pairs(self) -> int:
+        return self.population // 2
+
+    @property
+    def mlp_hidden(self) -> int:
+        return self.hidden * self.mlp_ratio
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise MlmError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
+        return cls(**{k: int(v) for k, v in values.items()})
+
+    def replace(self, **changes: int | None) -> "ModelConfig":
+        """Return a copy with the non-None ``changes`` applied."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> "ModelConfig":
+        """Raise :class:`MlmError` naming the first nonsensical value and its fix."""
+        checks = [
+            (self.hidden >= HIDDEN_MULTIPLE and self.hidden % HIDDEN_MULTIPLE == 0,
+             f"--hidden must be a positive multiple of {HIDDEN_MULTIPLE} (got {self.hidden})"),
+            (self.hidden <= 4096, f"--hidden must be at most 4096 (got {self.hidden})"),
+            (1 <= self.layers <= 64, f"--layers must be between 1 and 64 (got {self.layers})"),
+            (1 <= self.mlp_ratio <= 8, f"mlp_ratio must be between 1 and 8 (got {self.mlp_ratio})"),
+            (self.seq_len >= 1, f"--seq-len must be at least 1 (got {self.seq_len})"),
+            (self.population >= 2 and self.population % 2 == 0,
+             f"--population must be a positive even number: members come in +/- pairs "
+             f"(got {self.population})"),
+            (self.population <= 65536, f"--population must be at most 65536 (got {self.population})"),
+            (1 <= self.streams <= max(1, self.pairs),
+             f"streams must be between 1 and population/2 = {self.pairs} (got {self.streams})"),
+            (1 <= self.noise_bits <= 4, f"noise_bits must be between 1 and 4 (got {self.noise_bits})"),
+            (0 <= self.noise_shift <= 16, f"noise_shift must be between 0 and 16 (got {self.noise_shift})"),
+            (0 <= self.threshold_z_q8 <= 4096,
+             f"threshold_z_q8 must be between 0 and 4096 (got {self.threshold_z_q8})"),
+            (self.alpha_decay_steps >= 0,
+             f"alpha_decay_steps must be 0 (no decay) or positive (got {self.alpha_decay_steps})"),
+            (0 <= self.shift_base <= 16, f"shift_base must be between 0 and 16 (got {self.shift_base})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MlmError(message)
+        return self
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Seconds on any machine: for tests and smoke runs.
+    "tiny": ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=32, population=32, streams=4),
+    # Learns visibly within minutes on a 2-core laptop CPU.
+    "small": ModelConfig(),
+    # The sizes of the reference trainer egg.c (not its defects).
+    "reference": ModelConfig(hidden=512, layers=4, mlp_ratio=4, seq_len=4096, population=128, streams=8),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """Look up a preset by name, with a one-line error listing the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise MlmError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,167 @@
+"""The cffi wrapper around the C core: one :class:`Engine` per model.
+
+Weights and the population's recurrent state live in C buffers; the
+``weights`` and ``state`` properties are numpy views on them, so checkpoints
+read and write them without copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlm.egg.config import ModelConfig
+from mlm.errors import MlmError
+
+try:
+    from mlm.egg._core import ffi, lib
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise MlmError(f"the C core of mlm is not built ({exc}): reinstall with `pip install .`") from exc
+
+CONFIG_FIELDS = (
+    "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
+    "threshold_z_q8", "alpha_decay_steps", "shift_base",
+)
+LOSS_SCALE = float(1 << 16)
+
+
+class CoreError(MlmError):
+    """The C core refused an operation (the message comes from egg_last_error)."""
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise CoreError(ffi.string(lib.egg_last_error()).decode())
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    rows: int
+    cols: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    member_loss_q16: np.ndarray
+    fitness: np.ndarray
+    moved: int
+
+    @property
+    def loss_bits(self) -> float:
+        """Mean bits per byte over all members and tokens of the step."""
+        return float(self.member_loss_q16.mean()) / LOSS_SCALE
+
+
+def kernel_name() -> str:
+    return ffi.string(lib.egg_kernel_name()).decode()
+
+
+def available_kernels() -> list[str]:
+    return ffi.string(lib.egg_available_kernels()).decode().split(",")
+
+
+def force_kernel(name: str) -> None:
+    """Use kernel ``name`` for every model in this process (MLM_KERNEL does the same at load)."""
+    _check(lib.egg_force_kernel(name.encode()))
+
+
+def parallel_backend() -> str:
+    return ffi.string(lib.egg_parallel_backend()).decode()
+
+
+def max_threads() -> int:
+    return int(lib.egg_max_threads())
+
+
+def _bytes(data: bytes | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data,
+                                dtype=np.uint8)
+
+
+class Engine:
+    """A model in the C core: weights, population state and the operations on them."""
+
+    def __init__(self, config: ModelConfig, threads: int = 1, batched: bool = True):
+        config.validate()
+        self.config = config
+        c = ffi.new("egg_config *", {name: getattr(config, name) for name in CONFIG_FIELDS})
+        ptr = lib.egg_create(c)
+        if ptr == ffi.NULL:
+            _check(-1)
+        self._model = ffi.gc(ptr, lib.egg_free)
+        self.threads = threads
+        lib.egg_set_batched(self._model, int(batched))
+        self.weights = np.frombuffer(
+            ffi.buffer(lib.egg_weights(self._model), lib.egg_weights_size(self._model)), dtype=np.int8)
+        self.state = np.frombuffer(
+            ffi.buffer(lib.egg_state(self._model), lib.egg_state_size(self._model)), dtype=np.int8)
+
+    @property
+    def threads(self) -> int:
+        return int(lib.egg_threads(self._model))
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        if value < 1:
+            raise MlmError(f"--threads must be at least 1 (got {value})")
+        lib.egg_set_threads(self._model, value)
+
+    def set_batched(self, batched: bool) -> None:
+        lib.egg_set_batched(self._model, int(batched))
+
+    def tensors(self) -> list[TensorInfo]:
+        name, rows, cols, offset = ffi.new("char **"), ffi.new("int32_t *"), ffi.new("int32_t *"), \
+            ffi.new("int64_t *")
+        out = []
+        for i in range(lib.egg_num_tensors(self._model)):
+            _check(lib.egg_tensor_info(self._model, i, name, rows, cols, offset))
+            out.append(TensorInfo(ffi.string(name[0]).decode(), rows[0], cols[0], offset[0]))
+        return out
+
+    def init_weights(self, seed: int) -> None:
+        """Deterministic initial weights; also zeroes the population state."""
+        lib.egg_init_weights(self._model, seed & (2**64 - 1))
+
+    def state_size_per_member(self) -> int:
+        return self.config.layers * self.config.hidden
+
+    def forward(self, tokens: bytes | np.ndarray, state: np.ndarray | None = None,
+                want_logits: bool = False) -> tuple[int, np.ndarray | None]:
+        """Noise-free forward; returns (sum of Q16 bits of tokens[1:], logits or None)."""
+        toks = _bytes(tokens)
+        if state is None:
+            state = np.zeros(self.state_size_per_member(), dtype=np.int8)
+        logits = np.zeros((max(len(toks) - 1, 0), 256), dtype=np.int8) if want_logits else None
+        loss = ffi.new("int64_t *")
+        _check(lib.egg_forward(self._model, ffi.from_buffer("uint8_t[]", toks), len(toks), ffi.from_buffer("int8_t[]", state),
+                               ffi.from_buffer("int8_t[]", logits) if logits is not None else ffi.NULL, loss))
+        return int(loss[0]), logits
+
+    def next_logits(self, token: int, state: np.ndarray) -> np.ndarray:
+        """Advance a sampling state by one byte; returns the 256 int8 logits."""
+        logits = np.zeros(256, dtype=np.int8)
+        _check(lib.egg_next_logits(self._model, token, ffi.from_buffer("int8_t[]", state), ffi.from_buffer("int8_t[]", logits)))
+        return logits
+
+    def eval_bits(self, tokens: bytes | np.ndarray, chunk_len: int) -> int:
+        """Sum of Q16 bits over tokens[1:], in independent zero-state chunks of chunk_len predictions."""
+        toks = _bytes(tokens)
+        loss = ffi.new("int64_t *")
+        _check(lib.egg_eval(self._model, ffi.from_buffer("uint8_t[]", toks), len(toks), chunk_len, loss))
+        return int(loss[0])
+
+    def train_step(self, run_seed: int, step: int, windows: np.ndarray) -> StepResult:
+        """One EGGROLL step on ``windows`` (streams x (seq_len + 1) uint8)."""
+        cfg = self.config
+        win = np.ascontiguousarray(windows, dtype=np.uint8)
+        if win.shape != (cfg.streams, cfg.seq_len + 1):
+            raise ValueError(f"windows must be {(cfg.streams, cfg.seq_len + 1)}, got {win.shape}")
+        losses = np.zeros(cfg.population, dtype=np.int64)
+        fitness = np.zeros(cfg.pairs, dtype=np.int8)
+        moved = ffi.new("int64_t *")
+        _check(lib.egg_train_step(self._model, run_seed & (2**64 - 1), step, ffi.from_buffer("uint8_t[]", win),
+                                  ffi.from_buffer("int64_t[]", losses), ffi.from_buffer("int8_t[]", fitness), moved))
+        return StepResult(losses, fitness, int(moved[0]))

@@ -1,0 +1,372 @@
+"""Executable specification of the C core, in plain numpy.
+
+Slow and simple on purpose: every integer operation of the model, the loss,
+the noise and the update is written out here once, and the C core must equal
+it bit for bit (``tests/test_core_reference.py``). When the two disagree, this
+file is the definition.
+
+Conventions (shared with ``csrc/``):
+
+* ``sat8`` clamps to [-127, 127]; -128 never occurs, which keeps the SIMD
+  sign tricks exact.
+* ``>>`` is an arithmetic (flooring) right shift on signed integers.
+* Logits are base-2 log-probabilities in 1/16 units; the per-byte loss is a
+  Q16 fixed-point number of bits, so sums of losses are exact integers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlm.egg.config import ModelConfig
+
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+VOCAB = 256
+LOSS_FRAC_BITS = 16
+#: round(65536 * 2**(k/16)) for k = 0..15: the fractional part of the exp2 table.
+EXP2_FRAC_Q16 = (
+    65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
+    92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515,
+)
+#: Pair index used to key the per-tensor keep/skip mask of the update.
+ALPHA_STREAM = 0xFFFFFFFF
+#: Pair index used to key weight initialisation.
+INIT_STREAM = 0xFFFFFFFE
+#: Initial uniform range [-R, R] of each kind of tensor (vectors are constant).
+INIT_RANGE_MATRIX = 22
+INIT_RANGE_EMBEDDING = 48
+NORM_WEIGHT_INIT = 16
+LN_RECIP_BITS = 20
+LN_OUT_SHIFT = 19
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def mix64(z: int) -> int:
+    """SplitMix64 finaliser on a Python int (the scalar twin of :func:`mix64_array`)."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def mix64_array(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    z = z.astype(np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """The seed of one training step: a function of the run seed and the step only."""
+    return mix64(run_seed + GOLDEN * (step + 1))
+
+
+def stream_key(seed: int, tensor: int, stream: int) -> int:
+    """Key of the counter-based stream for (seed, tensor, pair or special stream)."""
+    return mix64(seed ^ mix64(((tensor + 1) << 32) + stream))
+
+
+def stream_words(key: int, count: int) -> np.ndarray:
+    """Words 0..count-1 of a counter-based stream: mix64(key + GOLDEN*(i+1))."""
+    i = np.arange(1, count + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return mix64_array(np.uint64(key) + np.uint64(GOLDEN) * i)
+
+
+def stream_bytes(key: int, count: int) -> np.ndarray:
+    """Bytes 0..count-1 of a stream: byte i is byte (i % 8) of word i // 8, little-endian."""
+    words = stream_words(key, (count + 7) // 8)
+    return words.astype("<u8").view(np.uint8)[:count]
+
+
+def noise_values(key: int, count: int, noise_bits: int) -> np.ndarray:
+    """Symmetric noise u1 - u2 from the low and high nibble of each stream byte."""
+    b = stream_bytes(key, count).astype(np.int32)
+    mask = (1 << noise_bits) - 1
+    return ((b & mask) - ((b >> 4) & mask)).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One trained tensor in the flat weight buffer; vectors have rows == 1."""
+
+    name: str
+    rows: int
+    cols: int
+    offset: int
+    kind: str  # "embedding", "matrix", "norm" or "bias"
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+
+def tensor_layout(cfg: ModelConfig) -> list[Tensor]:
+    """The order, shapes and offsets of every tensor; the C core uses the same layout."""
+    h, mh = cfg.hidden, cfg.mlp_hidden
+    specs: list[tuple[str, int, int, str]] = [("embedding", VOCAB, h, "embedding")]
+    for layer in range(cfg.layers):
+        p = f"layers.{layer}."
+        specs += [
+            (p + "norm1", 1, h, "norm"),
+            (p + "gru.w_gate", h, h, "matrix"),
+            (p + "gru.u_gate", h, h, "matrix"),
+            (p + "gru.w_cand", h, h, "matrix"),
+            (p + "gru.u_cand", h, h, "matrix"),
+            (p + "gru.b_gate", 1, h, "bias"),
+            (p + "gru.b_cand", 1, h, "bias"),
+            (p + "norm2", 1, h, "norm"),
+            (p + "mlp.up", mh, h, "matrix"),
+            (p + "mlp.down", h, mh, "matrix"),
+        ]
+    specs += [("norm_final", 1, h, "norm"), ("head", VOCAB, h, "matrix")]
+    tensors, offset = [], 0
+    for name, rows, cols, kind in specs:
+        tensors.append(Tensor(name, rows, cols, offset, kind))
+        offset += rows * cols
+    return tensors
+
+
+def n_weights(cfg: ModelConfig) -> int:
+    last = tensor_layout(cfg)[-1]
+    return last.offset + last.size
+
+
+def n_state(cfg: ModelConfig) -> int:
+    """Size of the population's recurrent state: one GRU vector per member and layer."""
+    return cfg.population * cfg.layers * cfg.hidden
+
+
+def init_weights(cfg: ModelConfig, seed: int) -> np.ndarray:
+    """Deterministic initial weights from a seed."""
+    out = np.zeros(n_weights(cfg), dtype=np.int8)
+    for t, ten in enumerate(tensor_layout(cfg)):
+        if ten.kind == "norm":
+            values = np.full(ten.size, NORM_WEIGHT_INIT, dtype=np.int32)
+        elif ten.kind == "bias":
+            values = np.zeros(ten.size, dtype=np.int32)
+        else:
+            r = INIT_RANGE_EMBEDDING if ten.kind == "embedding" else INIT_RANGE_MATRIX
+            b = stream_bytes(stream_key(seed, t, INIT_STREAM), ten.size).astype(np.int32)
+            values = b % (2 * r + 1) - r
+        out[ten.offset : ten.offset + ten.size] = values
+    return out
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+
+def sat8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -127, 127)
+
+
+def matmul_shift(cfg: ModelConfig, cols: int) -> int:
+    """Right shift after a matmul over ``cols`` inputs: keeps the output scale of the input."""
+    return cfg.shift_base + (cols.bit_length() - 1) // 2
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """L1 layer norm: scale so that mean |out| is about 32 when w = 16."""
+    avg = max(1, int(np.abs(x.astype(np.int64)).sum()) // x.shape[-1])
+    inv = (1 << LN_RECIP_BITS) // avg
+    return sat8((x.astype(np.int64) * w.astype(np.int64) * inv) >> LN_OUT_SHIFT)
+
+
+def exp2_table() -> np.ndarray:
+    """EXP2[i] = 2**(i/16) in Q16 for i = logit + 128 in [0, 255]."""
+    i = np.arange(256)
+    return (np.array(EXP2_FRAC_Q16, dtype=np.uint64)[i & 15] << (i >> 4).astype(np.uint64))
+
+
+def log2_q16(s: int) -> int:
+    """floor-ish log2 of a positive integer in Q16: integer part from the MSB,
+    16 fractional bits by repeated squaring of the Q30 mantissa."""
+    msb = s.bit_length() - 1
+    y = s >> (msb - 30) if msb >= 30 else s << (30 - msb)
+    result = msb << LOSS_FRAC_BITS
+    for bit in range(LOSS_FRAC_BITS - 1, -1, -1):
+        y = (y * y) >> 30
+        if y >= 1 << 31:
+            y >>= 1
+            result |= 1 << bit
+    return result
+
+
+def token_loss_q16(logits: np.ndarray, target: int, table: np.ndarray) -> int:
+    """Bits needed for ``target`` under the int8 logits, in Q16."""
+    total = int(table[logits.astype(np.int64) + 128].sum())
+    return log2_q16(total) - (16 << LOSS_FRAC_BITS) - ((int(logits[target]) + 128) << 12)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class Perturbation:
+    """The rank-1 noise of one pair for every tensor, and the member's sign."""
+
+    def __init__(self, cfg: ModelConfig, seed: int, pair: int, sign: int):
+        self.sign = sign
+        self.noise_shift = cfg.noise_shift
+        self.a: list[np.ndarray] = []
+        self.b: list[np.ndarray] = []
+        for t, ten in enumerate(tensor_layout(cfg)):
+            v = noise_values(stream_key(seed, t, pair), ten.rows + ten.cols, cfg.noise_bits)
+            self.a.append(v[: ten.rows].astype(np.int64))
+            self.b.append(v[ten.rows :].astype(np.int64))
+
+
+class Model:
+    """Weights plus the forward pass of one member (sign 0: no noise)."""
+
+    def __init__(self, cfg: ModelConfig, weights: np.ndarray):
+        self.cfg = cfg
+        self.weights = weights.astype(np.int8).copy()
+        self.layout = tensor_layout(cfg)
+        self.index = {t.name: i for i, t in enumerate(self.layout)}
+        self.table = exp2_table()
+
+    def tensor(self, name: str) -> tuple[int, np.ndarray]:
+        i = self.index[name]
+        t = self.layout[i]
+        return i, self.weights[t.offset : t.offset + t.size].reshape(t.rows, t.cols).astype(np.int64)
+
+    def _elementwise(self, name: str, row: int, noise: Perturbation | None) -> np.ndarray:
+        """Row ``row`` of a tensor used element by element (embedding rows, vectors)."""
+        i, w = self.tensor(name)
+        w = w[row]
+        if noise is None or noise.sign == 0:
+            return w
+        pert = (noise.a[i][row] * noise.b[i]) >> noise.noise_shift
+        return sat8(w + noise.sign * pert)
+
+    def _matmul(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
+        """int32 accumulators of W·x, plus the member's rank-1 term, before the shift."""
+        i, w = self.tensor(name)
+        x = x.astype(np.int64)
+        acc = w @ x
+        if noise is not None and noise.sign != 0:
+            xb = int(x @ noise.b[i])
+            acc = acc + noise.sign * ((xb * noise.a[i]) >> noise.noise_shift)
+        return acc
+
+    def _linear(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
+        return sat8(self._matmul(name, x, noise) >> matmul_shift(self.cfg, x.shape[0]))
+
+    def step_token(self, token: int, state: np.ndarray, noise: Perturbation | None) -> np.ndarray:
+        """Advance ``state`` (layers x hidden, int8, in place) by one byte; return int8 logits."""
+        cfg = self.cfg
+        resid = self._elementwise("embedding", token, noise)
+        for layer in range(cfg.layers):
+            p = f"layers.{layer}."
+            h = state[layer].astype(np.int64)
+            x = layer_norm(resid, self._elementwise(p + "norm1", 0, noise))
+            sh = matmul_shift(cfg, cfg.hidden)
+            gate = sat8((self._matmul(p + "gru.w_gate", x, noise) >> sh)
+                        + (self._matmul(p + "gru.u_gate", h, noise) >> sh)
+                        + self._elementwise(p + "gru.b_gate", 0, noise))
+            cand = sat8((self._matmul(p + "gru.w_cand", x, noise) >> sh)
+                        + (self._matmul(p + "gru.u_cand", h, noise) >> sh)
+                        + self._elementwise(p + "gru.b_cand", 0, noise))
+            h = h + (((gate + 128) * (cand - h)) >> 8)
+            state[layer] = h
+            resid = sat8(resid + h)
+            x = layer_norm(resid, self._elementwise(p + "norm2", 0, noise))
+            up = np.maximum(self._linear(p + "mlp.up", x, noise), 0)
+            resid = sat8(resid + self._linear(p + "mlp.down", up, noise))
+        x = layer_norm(resid, self._elementwise("norm_final", 0, noise))
+        return self._linear("head", x, noise).astype(np.int8)
+
+    def sequence_loss(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
+                      logits_out: np.ndarray | None = None) -> int:
+        """Sum of Q16 losses predicting tokens[1:] from tokens[:-1]; updates ``state``."""
+        total = 0
+        for t in range(len(tokens) - 1):
+            logits = self.step_token(int(tokens[t]), state, noise)
+            if logits_out is not None:
+                logits_out[t] = logits
+            total += token_loss_q16(logits, int(tokens[t + 1]), self.table)
+        return total
+
+
+# ----------------------------------------------------------------------------- training step
+
+
+def alpha_q16(cfg: ModelConfig, step: int) -> int:
+    """Updated fraction alpha_t = D / (t + D) in Q16 (1.0 when the decay is off)."""
+    d = cfg.alpha_decay_steps
+    return 1 << 16 if d == 0 else ((1 << 16) * d) // (step + d)
+
+
+def vote_threshold(cfg: ModelConfig, nonzero_pairs: int) -> int:
+    """floor(z * sigma^2 * sqrt(n)): the vote's null spread times z.
+
+    sigma^2 of u1 - u2 with u uniform on [0, 2^k) is (4^k - 1) / 6, so
+    tau^2 = (z_q8/256)^2 * ((4^k - 1)/6)^2 * n, computed exactly in integers.
+    """
+    k = cfg.noise_bits
+    num = cfg.threshold_z_q8 ** 2 * ((1 << (2 * k)) - 1) ** 2 * nonzero_pairs
+    return math.isqrt(num // (36 * 65536))
+
+
+def fitness(losses: np.ndarray) -> np.ndarray:
+    """f_p = sign(loss of the minus member - loss of the plus member)."""
+    return np.sign(losses[1::2] - losses[0::2]).astype(np.int64)
+
+
+def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.ndarray) -> tuple[np.ndarray, int]:
+    """Apply the thresholded vote to every tensor; return the new weights and how many moved."""
+    new = weights.astype(np.int64).copy()
+    tau = vote_threshold(cfg, int(np.count_nonzero(fit)))
+    alpha = alpha_q16(cfg, step)
+    moved = 0
+    for t, ten in enumerate(tensor_layout(cfg)):
+        vote = np.zeros((ten.rows, ten.cols), dtype=np.int64)
+        for p in range(cfg.pairs):
+            if fit[p] == 0:
+                continue
+            v = noise_values(stream_key(seed, t, p), ten.rows + ten.cols, cfg.noise_bits).astype(np.int64)
+            vote += fit[p] * np.outer(v[: ten.rows], v[ten.rows :])
+        vote = vote.reshape(-1)
+        keep = (stream_words(stream_key(seed, t, ALPHA_STREAM), ten.size) & np.uint64(0xFFFF)) < alpha
+        move = (np.abs(vote) > tau) & keep
+        w = new[ten.offset : ten.offset + ten.size]
+        before = w[move]
+        w[move] = sat8(before + np.sign(vote[move]))
+        moved += int(np.count_nonzero(w[move] != before))
+    return new.astype(np.int8), moved
+
+
+def stream_of_pair(cfg: ModelConfig, pair: int) -> int:
+    return pair % cfg.streams
+
+
+def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_seed: int, step: int,
+               windows: np.ndarray) -> dict:
+    """One EGGROLL step.
+
+    ``state`` is (population, layers, hidden) int8 and is advanced in place:
+    members keep their own recurrent state across steps. ``windows`` is
+    (streams, seq_len + 1) uint8; pair p and both its members read stream
+    p % streams. Returns the new weights, per-member Q16 loss sums, the
+    fitness vector and the number of weights that moved.
+    """
+    seed = step_seed(run_seed, step)
+    model = Model(cfg, weights)
+    losses = np.zeros(cfg.population, dtype=np.int64)
+    for member in range(cfg.population):
+        pair, sign = member // 2, (1 if member % 2 == 0 else -1)
+        noise = Perturbation(cfg, seed, pair, sign)
+        losses[member] = model.sequence_loss(windows[stream_of_pair(cfg, pair)], state[member], noise)
+    fit = fitness(losses)
+    new_weights, moved = update(cfg, weights, seed, step, fit)
+    return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
