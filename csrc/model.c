@@ -8,6 +8,7 @@
 
 #define INIT_RANGE_MATRIX 22
 #define INIT_RANGE_EMBEDDING 48
+#define INIT_RANGE_HEAD 4 /* near-uniform initial logits: about 8 bits per byte */
 #define NORM_WEIGHT_INIT 16
 
 static _Thread_local char last_error[256];
@@ -151,7 +152,9 @@ void egg_init_weights(egg_model *m, uint64_t seed) {
             memset(w, t->kind == EGG_NORM ? NORM_WEIGHT_INIT : 0, (size_t)n);
             continue;
         }
-        const int r = t->kind == EGG_EMBEDDING ? INIT_RANGE_EMBEDDING : INIT_RANGE_MATRIX;
+        const int r = t->kind == EGG_EMBEDDING ? INIT_RANGE_EMBEDDING
+                      : i == m->head          ? INIT_RANGE_HEAD
+                                              : INIT_RANGE_MATRIX;
         uint8_t *bytes = (uint8_t *)w;
         egg_stream_bytes(egg_stream_key(seed, i, EGG_INIT_STREAM), n, bytes);
         for (int64_t j = 0; j < n; j++) w[j] = (int8_t)((int)bytes[j] % (2 * r + 1) - r);

@@ -32,11 +32,11 @@ class ModelConfig:
     #: Noise values are u1 - u2 with u1, u2 uniform in [0, 2**noise_bits).
     noise_bits: int = 3
     #: A perturbation A[r]*B[c] is scaled by 2**-noise_shift.
-    noise_shift: int = 4
+    noise_shift: int = 3
     #: z-test threshold in 1/256 units: a weight moves when |vote| > z*sigma^2*sqrt(pairs).
     threshold_z_q8: int = 512
     #: Updated fraction alpha_t = D / (t + D); 0 disables the decay (alpha = 1).
-    alpha_decay_steps: int = 0
+    alpha_decay_steps: int = 1000
     #: Right shift after a matmul over `cols` inputs: shift_base + floor(log2(cols)/2).
     shift_base: int = 4
 
@@ -94,7 +94,7 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # Seconds on any machine: for tests and smoke runs.
-    "tiny": ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=32, population=32, streams=4),
+    "tiny": ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=32, population=128, streams=8),
     # Learns visibly within minutes on a 2-core laptop CPU.
     "small": ModelConfig(),
     # The sizes of the reference trainer egg.c (not its defects).

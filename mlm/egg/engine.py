@@ -48,11 +48,12 @@ class StepResult:
     member_loss_q16: np.ndarray
     fitness: np.ndarray
     moved: int
+    tokens_per_member: int
 
     @property
     def loss_bits(self) -> float:
         """Mean bits per byte over all members and tokens of the step."""
-        return float(self.member_loss_q16.mean()) / LOSS_SCALE
+        return float(self.member_loss_q16.mean()) / LOSS_SCALE / self.tokens_per_member
 
 
 def kernel_name() -> str:
@@ -164,4 +165,4 @@ class Engine:
         moved = ffi.new("int64_t *")
         _check(lib.egg_train_step(self._model, run_seed & (2**64 - 1), step, ffi.from_buffer("uint8_t[]", win),
                                   ffi.from_buffer("int64_t[]", losses), ffi.from_buffer("int8_t[]", fitness), moved))
-        return StepResult(losses, fitness, int(moved[0]))
+        return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)

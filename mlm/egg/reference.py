@@ -39,6 +39,8 @@ INIT_STREAM = 0xFFFFFFFE
 #: Initial uniform range [-R, R] of each kind of tensor (vectors are constant).
 INIT_RANGE_MATRIX = 22
 INIT_RANGE_EMBEDDING = 48
+#: The head starts small so initial logits are near uniform (about 8 bits per byte).
+INIT_RANGE_HEAD = 4
 NORM_WEIGHT_INIT = 16
 LN_RECIP_BITS = 20
 LN_OUT_SHIFT = 19
@@ -104,7 +106,7 @@ class Tensor:
     rows: int
     cols: int
     offset: int
-    kind: str  # "embedding", "matrix", "norm" or "bias"
+    kind: str  # "embedding", "matrix", "head", "norm" or "bias"
 
     @property
     def size(self) -> int:
@@ -129,7 +131,7 @@ def tensor_layout(cfg: ModelConfig) -> list[Tensor]:
             (p + "mlp.up", mh, h, "matrix"),
             (p + "mlp.down", h, mh, "matrix"),
         ]
-    specs += [("norm_final", 1, h, "norm"), ("head", VOCAB, h, "matrix")]
+    specs += [("norm_final", 1, h, "norm"), ("head", VOCAB, h, "head")]
     tensors, offset = [], 0
     for name, rows, cols, kind in specs:
         tensors.append(Tensor(name, rows, cols, offset, kind))
@@ -156,7 +158,7 @@ def init_weights(cfg: ModelConfig, seed: int) -> np.ndarray:
         elif ten.kind == "bias":
             values = np.zeros(ten.size, dtype=np.int32)
         else:
-            r = INIT_RANGE_EMBEDDING if ten.kind == "embedding" else INIT_RANGE_MATRIX
+            r = {"embedding": INIT_RANGE_EMBEDDING, "head": INIT_RANGE_HEAD}.get(ten.kind, INIT_RANGE_MATRIX)
             b = stream_bytes(stream_key(seed, t, INIT_STREAM), ten.size).astype(np.int32)
             values = b % (2 * r + 1) - r
         out[ten.offset : ten.offset + ten.size] = values

@@ -1,0 +1,1 @@
+"""The EGGROLL trainer: C core (engine), configuration, training loop, sampling and the CLI."""

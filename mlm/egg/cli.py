@@ -1,0 +1,288 @@
+"""The ``python -m mlm.egg`` command line: thin click wrappers over importable functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from mlm import __version__
+from mlm.egg.config import PRESETS, preset
+from mlm.errors import MlmError
+
+RUN_DIR = click.option("--run-dir", type=click.Path(path_type=Path), default=Path("egg-run"),
+                       show_default=True, help="Run directory holding checkpoints and training.log.")
+CKPT = click.option("--ckpt", default="latest", show_default=True,
+                    help="Checkpoint: best, latest, a ring slot 0-9, or a file path.")
+
+
+DEFAULT_TIME_BUDGET = 180.0
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mlm")
+def main() -> None:
+    """mlm: train small byte-level language models with EGGROLL (int8, gradient-free).
+
+    \b
+    Typical workflow:
+      ./scripts/build_threejs_dataset.sh          # harvest a corpus into input.txt
+      python -m mlm.egg train                      # train (resumes after a crash)
+      python -m mlm.egg sample --ckpt best         # generate text
+    """
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Training corpus [default: ./input.txt, else the bundled Three.js sample].")
+@RUN_DIR
+@click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+              help="Model size and algorithm settings; flags below override it.")
+@click.option("--hidden", type=int, help="Model width (multiple of 16).")
+@click.option("--layers", type=int, help="Number of GRU+MLP blocks.")
+@click.option("--seq-len", type=int, help="Bytes per member per step.")
+@click.option("--population", type=int, help="Members per step (even: +/- pairs).")
+@click.option("--streams", type=int, help="Distinct data windows per step.")
+@click.option("--noise-shift", type=int, help="Perturbation scale: A*B >> noise-shift.")
+@click.option("--threshold-z", type=float, help="Vote z-test threshold (e.g. 2.0).")
+@click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores",
+              help="Worker threads (results do not depend on it).")
+@click.option("--seed", type=int, default=None, help="Run seed [default: 1].")
+@click.option("--steps", type=int, help="Stop after this many steps in total.")
+@click.option("--time-budget", type=float,
+              help=f"Stop after this many seconds of this invocation [default: {DEFAULT_TIME_BUDGET:.0f} "
+                   "when --steps is not given].")
+@click.option("--print-every", type=int, default=10, show_default=True, help="Progress line interval (steps).")
+@click.option("--sample-every", type=int, default=50, show_default=True, help="Sample interval (0: never).")
+@click.option("--save-every", type=int, help="Checkpoint interval [default: --print-every].")
+@click.option("--eval-every", type=int, default=0, show_default=True,
+              help="Validation interval (0: off; best then follows training loss).")
+@click.option("--eval-bytes", type=int, default=65536, show_default=True,
+              help="Validation bytes scored at each evaluation.")
+@click.option("--resume", type=click.Choice(["auto", "best", "none"]), default="auto", show_default=True,
+              help="auto: latest valid slot; best: egg.ckpt.best; none: refuse existing checkpoints.")
+@click.option("--fresh", is_flag=True, help="Move existing checkpoints to a dated subfolder and start over.")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True,
+              help="Experiment table to append a row to.")
+@click.option("--note", default="", help="Description for the results.tsv row.")
+@click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
+def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_shift, threshold_z,
+          alpha_decay, threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every,
+          eval_bytes, resume, fresh, results, note, quiet) -> None:
+    """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
+    from mlm.egg.train import TrainSettings, train as run_training
+
+    explicit = {k: v for k, v in {
+        "hidden": hidden, "layers": layers, "seq_len": seq_len, "population": population, "streams": streams,
+        "noise_shift": noise_shift, "alpha_decay_steps": alpha_decay,
+        "threshold_z_q8": None if threshold_z is None else round(threshold_z * 256),
+    }.items() if v is not None}
+    if threads < 1:
+        raise MlmError(f"--threads must be at least 1 (got {threads})")
+    for name, value in (("--steps", steps), ("--print-every", print_every), ("--save-every", save_every)):
+        if value is not None and value < 1:
+            raise MlmError(f"{name} must be at least 1 (got {value})")
+    if steps is None and time_budget is None:
+        time_budget = DEFAULT_TIME_BUDGET
+    config = preset(preset_name).replace(**explicit).validate()
+    settings = TrainSettings(
+        config=config, run_dir=run_dir, data=data, explicit=explicit, seed=1 if seed is None else seed,
+        seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget,
+        print_every=print_every, sample_every=sample_every, save_every=save_every, eval_every=eval_every,
+        eval_bytes=eval_bytes, resume=resume, fresh=fresh, results=results, note=note,
+        echo=(lambda message: None) if quiet else click.echo,
+    )
+    sys.exit(run_training(settings))
+
+
+@main.command()
+@CKPT
+@RUN_DIR
+@click.option("--prompt", default="", help="Text the sample continues.")
+@click.option("--prompt-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Read the prompt from a file.")
+@click.option("--length", type=int, default=400, show_default=True, help="Bytes to generate.")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 = greedy.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k likeliest bytes (0: all).")
+@click.option("--min-p", type=float, default=0.0, show_default=True,
+              help="Drop bytes less likely than min-p times the likeliest.")
+@click.option("--presence-penalty", type=float, default=0.0, show_default=True,
+              help="Bits subtracted from bytes already seen.")
+@click.option("--stop", "stop_at", default=None, help="Stop after this string is generated.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same text.")
+@click.option("--raw", is_flag=True, help="Write raw bytes even to a terminal.")
+def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p, presence_penalty, stop_at,
+           seed, raw) -> None:
+    """Generate text from a checkpoint, streamed to stdout."""
+    from mlm.egg.checkpoint import RunDir
+    from mlm.egg.engine import Engine
+    from mlm.egg.sample import SamplingOptions, generate, printable
+    from mlm.egg.train import expected_sizes
+
+    if length < 0:
+        raise MlmError(f"--length must be >= 0 (got {length})")
+    checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
+    engine = Engine(checkpoint.config)
+    engine.weights[:] = checkpoint.weights
+    prompt_bytes = prompt_file.read_bytes() if prompt_file else prompt.encode()
+    options = SamplingOptions(temperature, top_k, min_p, presence_penalty, seed).validate()
+    safe = sys.stdout.isatty() and not raw
+    out = sys.stdout.buffer
+    stop_bytes = stop_at.encode() if stop_at else None
+    produced = bytearray()
+    for byte in generate(engine, prompt_bytes, length, options):
+        produced.append(byte)
+        out.write(printable(bytes([byte])).encode() if safe else bytes([byte]))
+        out.flush()
+        if stop_bytes and produced.endswith(stop_bytes):
+            break
+    out.write(b"\n")
+
+
+@main.command(name="eval")
+@CKPT
+@RUN_DIR
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Score all of this file instead of the run's validation split.")
+@click.option("--max-bytes", type=int, default=None, help="Score at most this many bytes.")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True)
+@click.option("--note", default="", help="Description for the results.tsv row.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(ckpt, run_dir, data, max_bytes, threads, results, note, as_json) -> None:
+    """Validation bits per byte of a checkpoint (lower is better)."""
+    from mlm.egg.checkpoint import RunDir
+    from mlm.egg.evaluate import eval_bytes_of, evaluate
+    from mlm.egg.logbook import ResultRow, append_result, check_results_file, compact_config
+    from mlm.egg.train import expected_sizes
+
+    check_results_file(results)
+    checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
+    run_data = checkpoint.extra.get("data_path")
+    tokens, source = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes)
+    result = evaluate(checkpoint, tokens, source, threads)
+    append_result(results, ResultRow(
+        val_bpb=result.val_bpb, train_loss=checkpoint.metrics["train_loss"], status="ok", steps=checkpoint.step,
+        seconds=result.seconds, pop_tok_per_s=0.0, run_dir=str(run_dir),
+        config=compact_config(checkpoint.config, checkpoint.run_seed), description=note or f"eval {source}"))
+    if as_json:
+        click.echo(json.dumps({"val_bpb": result.val_bpb, "bytes": result.bytes_evaluated,
+                               "seconds": result.seconds, "source": source, "step": checkpoint.step,
+                               "config": checkpoint.config.to_dict()}))
+    else:
+        click.echo(f"val_bpb: {result.val_bpb:.6f}")
+        click.echo(f"bytes:   {result.bytes_evaluated} of {source}, {result.seconds:.2f}s", err=True)
+
+
+@main.group()
+def ckpt() -> None:
+    """Inspect checkpoints."""
+
+
+@ckpt.command(name="list")
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True)
+def ckpt_list(run_dir, as_json) -> None:
+    """Every ring slot and the best file: step, time, losses, validity."""
+    from mlm.egg.checkpoint import RunDir
+    from mlm.egg.train import expected_sizes
+
+    infos = RunDir(run_dir, expected_sizes).scan()
+    rows = [{"name": i.name, "exists": i.exists, "valid": i.valid, "reason": i.reason, "step": i.step,
+             "created": i.created, "train_loss": i.train_loss, "val_bpb": i.val_bpb,
+             "best_metric": i.best_metric, "tracks": i.best_metric_name} for i in infos]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    import time as _time
+
+    for r in rows:
+        if not r["exists"]:
+            continue
+        if not r["valid"]:
+            click.echo(f"{r['name']:14} INVALID: {r['reason']}")
+            continue
+        when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r["created"]))
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        click.echo(f"{r['name']:14} step {r['step']:>7}  {when}  train_loss {fmt(r['train_loss'])}  "
+                   f"val_bpb {fmt(r['val_bpb'])}  best {r['tracks']} {fmt(r['best_metric'])}")
+    if not any(r["exists"] for r in rows):
+        click.echo(f"no checkpoints in {run_dir}")
+
+
+@ckpt.command(name="show")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def ckpt_show(path, as_json) -> None:
+    """Configuration, step, metrics and the weights' sha256 of one checkpoint file."""
+    from mlm.egg.checkpoint import read_checkpoint
+    from mlm.egg.train import expected_sizes
+
+    if not path.exists():
+        raise MlmError(f"{path} does not exist: pass a checkpoint file (see `python -m mlm.egg ckpt list`)")
+    c = read_checkpoint(path, expected_sizes)
+    info = {"path": str(path), "step": c.step, "run_seed": c.run_seed, "data_cursor": c.data_cursor,
+            "weights_sha256": c.weights_sha256(), "state_sha256": _sha256(c.state), "metrics": c.metrics,
+            "best_metric_name": c.best_metric_name, "created": c.created, "config": c.config.to_dict(),
+            "extra": c.extra}
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key:17} {value}")
+
+
+def _sha256(array) -> str:
+    import hashlib
+
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+@main.command()
+@CKPT
+@RUN_DIR
+@click.argument("out", type=click.Path(path_type=Path))
+def export(ckpt, run_dir, out) -> None:
+    """Write the weights as named tensors to OUT (.safetensors or .npz), configuration in metadata."""
+    from mlm.egg.checkpoint import RunDir, export_weights
+    from mlm.egg.reference import tensor_layout
+    from mlm.egg.train import expected_sizes
+
+    checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
+    tensors = [(t.name, t.rows, t.cols, t.offset) for t in tensor_layout(checkpoint.config)]
+    click.echo(f"wrote {export_weights(checkpoint, out, tensors)}")
+
+
+@main.command()
+def info() -> None:
+    """Show version, platform, compiler, SIMD kernels and the parallel backend."""
+    from mlm.egg.machine import machine_info
+
+    for key, value in machine_info().items():
+        click.echo(f"{key:18} {value}")
+
+
+def run() -> None:
+    """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}; see --help for usage", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except MlmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,312 @@
+"""The training loop: data windows in, EGGROLL steps in C, checkpoints and logs out.
+
+Everything a step depends on (weights, population state, run seed, step
+number; the data window is a function of the step) is in each checkpoint, so
+a resumed run continues bit for bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlm.data.corpus import Corpus
+from mlm.egg import sample as sampling
+from mlm.egg.checkpoint import Checkpoint, RunDir
+from mlm.egg.config import ModelConfig
+from mlm.egg.data import WindowSampler, resolve_data
+from mlm.egg.engine import Engine
+from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
+from mlm.egg.reference import n_state, n_weights
+from mlm.errors import MlmError
+
+SAMPLE_PROMPT = b"// === FILE: src/"
+SAMPLE_LENGTH = 64
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+#: Run-time settings that may differ freely between a run and its resume.
+FREE_ON_RESUME = {"threads", "steps", "time_budget"}
+
+
+@dataclass
+class TrainSettings:
+    """What ``python -m mlm.egg train`` was asked to do."""
+
+    config: ModelConfig
+    run_dir: Path = Path("egg-run")
+    data: Path | None = None
+    #: Model settings the user gave explicitly: they must agree with a checkpoint being resumed.
+    explicit: dict[str, int] = field(default_factory=dict)
+    seed: int = 1
+    seed_explicit: bool = False
+    threads: int = 1
+    steps: int | None = None
+    time_budget: float | None = None
+    print_every: int = 10
+    sample_every: int = 50
+    save_every: int | None = None
+    eval_every: int = 0
+    eval_bytes: int = 65536
+    resume: str = "auto"
+    fresh: bool = False
+    results: Path = Path("results.tsv")
+    note: str = ""
+    echo: Callable[[str], None] = print
+
+
+def expected_sizes(config: ModelConfig) -> tuple[int, int]:
+    """Weight and state sizes a checkpoint of ``config`` must have (same layout as the C core)."""
+    return n_weights(config), n_state(config)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask for a stop at the next step boundary; a second Ctrl-C exits at once.
+
+    Exiting at once is safe: every checkpoint write is atomic, so no file is left half-written.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+        self.signal = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signal == signal.SIGTERM else EXIT_SIGINT
+
+
+def config_conflicts(ckpt_config: ModelConfig, explicit: dict[str, int]) -> list[str]:
+    """Names of explicitly given settings that differ from the checkpoint's configuration."""
+    saved = ckpt_config.to_dict()
+    return [f"{k} (checkpoint {saved[k]}, given {v})" for k, v in explicit.items()
+            if k in saved and saved[k] != v]
+
+
+@dataclass
+class RunState:
+    """The mutable bookkeeping of a run between checkpoints."""
+
+    step: int = 0
+    best: float | None = None
+    last_val: float | None = None
+    interval_losses: list[float] = field(default_factory=list)
+    last_train_loss: float | None = None
+    saved_step: int | None = None
+
+
+class Trainer:
+    """One ``train`` invocation: resume or initialise, loop, save, report."""
+
+    def __init__(self, settings: TrainSettings):
+        self.s = settings
+        self.run_dir = RunDir(settings.run_dir, expected_sizes)
+        self.log = TrainingLog(settings.run_dir)
+        self.state = RunState()
+        self.corpus: Corpus | None = None
+        self.engine: Engine | None = None
+        self.run_seed = settings.seed
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        """Show a line and keep it in training.log."""
+        self.s.echo(message)
+        self.log.write(message)
+
+    def _load_data(self) -> None:
+        self.corpus, note = resolve_data(self.s.data)
+        if note:
+            self.say(note)
+        c = self.corpus
+        self.say(f"data {c.path}: {c.train_bytes:,} train bytes, {c.val_bytes:,} validation bytes"
+                 + (f" ({c.n_files - c.n_val_files} train files, {c.n_val_files} validation files)"
+                    if c.headered else " (headerless: split by blocks)"))
+
+    def _start_checkpoint(self) -> tuple[Checkpoint | None, str]:
+        """The checkpoint to resume from and where it came from, after --fresh / --resume handling."""
+        s, rd = self.s, self.run_dir
+        if s.fresh and rd.has_checkpoints():
+            archive = rd.archive_existing()
+            self.s.echo(f"--fresh: moved the previous checkpoints to {archive}")
+        self.log.write(f"=== start: mlm train (pid {os.getpid()}) {' '.join(sys.argv[1:])}")
+        if s.resume == "none":
+            if rd.has_checkpoints():
+                raise MlmError(f"{s.run_dir} already holds checkpoints and --resume none was given: "
+                               "add --fresh to archive them and start over, or drop --resume none")
+            return None, ""
+        want_best = s.resume == "best" or os.environ.get("EGG_RESUME_BEST") == "1"
+        ckpt = rd.best() if want_best else rd.latest()
+        for problem in rd.problems:
+            self.say(f"skipping {problem.name}: {problem.reason}")
+        if ckpt is None and rd.has_checkpoints():
+            # Starting over would overwrite files the user may still want to rescue.
+            which = "egg.ckpt.best" if want_best else "checkpoint"
+            raise MlmError(f"no usable {which} in {s.run_dir} to resume from: add --fresh to archive "
+                           "the damaged files and start over" + (", or drop --resume best" if want_best else ""))
+        if ckpt is not None and want_best:
+            newer = rd.archive_newer_than(ckpt.step)
+            if newer:
+                self.say(f"resuming from best at step {ckpt.step}: moved newer ring slots to {newer}")
+        return ckpt, "egg.ckpt.best" if want_best else "the latest valid slot"
+
+    def _resume(self, ckpt: Checkpoint) -> None:
+        conflicts = config_conflicts(ckpt.config, self.s.explicit)
+        if self.s.seed_explicit and self.s.seed != ckpt.run_seed:
+            conflicts.append(f"seed (checkpoint {ckpt.run_seed}, given {self.s.seed})")
+        if conflicts:
+            raise MlmError(f"settings contradict the checkpoint in {self.s.run_dir}: {'; '.join(conflicts)}"
+                           " — drop those flags to resume, or start a new run with --fresh or another --run-dir")
+        self.s.config = ckpt.config
+        self.run_seed = ckpt.run_seed
+        self.engine = Engine(ckpt.config, threads=self.s.threads)
+        self.engine.weights[:] = ckpt.weights
+        self.engine.state[:] = ckpt.state
+        self.state.step = ckpt.step
+        self.state.best = ckpt.metrics["best_metric"]
+        self.state.last_val = ckpt.metrics["val_bpb"]
+        self.state.last_train_loss = ckpt.metrics["train_loss"]
+        self.state.saved_step = ckpt.step
+        if ckpt.extra.get("data_sha256") not in (None, self.corpus.sha256):
+            self.say("warning: the training data changed since this checkpoint; the run continues on the new data")
+
+    def _setup(self) -> None:
+        ckpt, origin = self._start_checkpoint()
+        self._load_data()
+        if ckpt is not None:
+            self._resume(ckpt)
+            self.say(f"resume from {origin} at step {ckpt.step}")
+        else:
+            self.engine = Engine(self.s.config, threads=self.s.threads)
+            self.engine.init_weights(self.run_seed)
+        self.windows = WindowSampler(self.corpus.train, self.s.config.streams, self.s.config.seq_len)
+        if self.s.eval_every and self.corpus.val_bytes < 2:
+            raise MlmError("--eval-every needs a validation split, but this corpus has none: "
+                           "use a larger corpus or --eval-every 0")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    @property
+    def tracked_name(self) -> str:
+        return "val_bpb" if self.s.eval_every else "train_loss"
+
+    def run(self) -> int:
+        """Train until the step or time budget is reached or a signal arrives; return the exit code."""
+        check_results_file(self.s.results)
+        with self.run_dir.lock():
+            self._setup()
+            cfg = self.s.config
+            self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads}")
+            started, first_step = time.monotonic(), self.state.step
+            status, code = "ok", 0
+            try:
+                with StopRequest() as stop:
+                    while not self._budget_spent(started, first_step) and stop.signal is None:
+                        self._one_step()
+                    if stop.signal is not None:
+                        status, code = "interrupted", stop.exit_code
+                        self.say(f"{signal.Signals(stop.signal).name} at step {self.state.step}: "
+                                 "saving and stopping")
+                    self._save(final=True)
+            except Exception as error:
+                status = "crash"
+                self.say(f"error: {error}")
+                raise
+            finally:
+                seconds = time.monotonic() - started
+                self._record(status, seconds, self.state.step - first_step)
+        return code
+
+    def _budget_spent(self, started: float, first_step: int) -> bool:
+        if self.s.steps is not None and self.state.step >= self.s.steps:
+            return True
+        return self.s.time_budget is not None and time.monotonic() - started >= self.s.time_budget
+
+    def _one_step(self) -> None:
+        st, cfg = self.state, self.s.config
+        t0 = time.monotonic()
+        result = self.engine.train_step(self.run_seed, st.step, self.windows.windows(st.step))
+        elapsed = time.monotonic() - t0
+        st.step += 1
+        st.interval_losses.append(result.loss_bits)
+        if st.step % self.s.print_every == 0:
+            tok_s = cfg.population * cfg.seq_len / max(elapsed, 1e-9)
+            self.say(f"step {st.step} | loss {result.loss_bits:.4f} bits/byte | {tok_s:,.0f} pop-tok/s | "
+                     f"moved {result.moved}")
+        if self.s.eval_every and st.step % self.s.eval_every == 0:
+            st.last_val = self._evaluate()
+            self.say(f"eval step {st.step} | val_bpb {st.last_val:.4f}")
+        if self.s.sample_every and st.step % self.s.sample_every == 0:
+            self.say(f"sample step {st.step}: {sampling.printable(self._sample())!r}")
+        if st.step % (self.s.save_every or self.s.print_every) == 0:
+            self._save()
+
+    def _evaluate(self) -> float:
+        val = self.corpus.val[: self.s.eval_bytes]
+        return bits_per_byte(self.engine.eval_bits(val, EVAL_CHUNK), val.size)
+
+    def _sample(self) -> bytes:
+        options = sampling.SamplingOptions(temperature=0.8, seed=self.state.step)
+        return bytes(sampling.generate(self.engine, SAMPLE_PROMPT, SAMPLE_LENGTH, options))
+
+    def _save(self, final: bool = False) -> None:
+        """Write the next ring slot, and the best file when the tracked metric improved."""
+        st = self.state
+        if st.interval_losses:
+            st.last_train_loss = float(np.mean(st.interval_losses))
+            st.interval_losses = []
+        if final and (st.last_train_loss is None or st.saved_step == st.step):
+            return
+        tracked = st.last_val if self.s.eval_every else st.last_train_loss
+        improved = tracked is not None and (st.best is None or tracked < st.best)
+        if improved:
+            st.best = tracked
+        ckpt = Checkpoint(
+            config=self.s.config, step=st.step, run_seed=self.run_seed,
+            data_cursor=self.windows.cursor(st.step),
+            weights=self.engine.weights.copy(), state=self.engine.state.copy(),
+            metrics={"train_loss": st.last_train_loss, "val_bpb": st.last_val, "best_metric": st.best},
+            best_metric_name=self.tracked_name, extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve())},
+        )
+        path = self.run_dir.save(ckpt)
+        st.saved_step = st.step
+        wrote_best = improved and self.run_dir.save_best(ckpt)
+        self.log.write(f"checkpoint step {st.step} -> {path.name}" + (" and egg.ckpt.best" if wrote_best else ""))
+
+    def _record(self, status: str, seconds: float, steps_done: int) -> None:
+        cfg = self.s.config
+        rate = steps_done * cfg.population * cfg.seq_len / seconds if seconds > 0 else 0.0
+        row = ResultRow(val_bpb=self.state.last_val, train_loss=self.state.last_train_loss, status=status,
+                        steps=self.state.step, seconds=seconds, pop_tok_per_s=rate,
+                        run_dir=str(self.s.run_dir), config=compact_config(cfg, self.run_seed),
+                        description=self.s.note)
+        try:
+            append_result(self.s.results, row)
+        except MlmError as error:
+            self.say(f"warning: {error}")
+        self.log.write(f"=== end: {status} at step {self.state.step} after {seconds:.1f}s")
+
+
+def train(settings: TrainSettings) -> int:
+    """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+    return Trainer(settings).run()
+

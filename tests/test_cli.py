@@ -1,0 +1,109 @@
+"""The command line end to end, through real subprocesses: train, sample, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_train_then_sample_is_deterministic(workdir: Path) -> None:
+    run_cli("train", "--preset", "tiny", "--steps", "20", "--run-dir", "R", cwd=workdir, check=True)
+    run_dir = workdir / "R"
+    assert (run_dir / "egg.ckpt.best").exists()
+    assert (run_dir / "egg.ckpt.0").exists() and (run_dir / "egg.ckpt.1").exists()
+    args = ("sample", "--run-dir", "R", "--ckpt", "best", "--length", "80", "--seed", "1")
+    first = run_cli(*args, cwd=workdir, check=True).stdout
+    second = run_cli(*args, cwd=workdir, check=True).stdout
+    assert first == second
+    assert len(first) == 81  # 80 bytes and a newline
+    other_seed = run_cli("sample", "--run-dir", "R", "--ckpt", "best", "--length", "80", "--seed", "2",
+                         cwd=workdir, check=True).stdout
+    assert other_seed != first
+
+
+def test_train_prints_progress_and_uses_bundled_corpus(tmp_path: Path) -> None:
+    result = run_cli("train", "--preset", "tiny", "--steps", "10", "--print-every", "5", "--sample-every", "10",
+                     "--run-dir", "R", cwd=tmp_path, check=True)
+    out = result.stdout.decode()
+    assert "bundled" in out
+    assert "step 5 | loss" in out and "step 10 | loss" in out and "pop-tok/s" in out
+    assert "sample step 10:" in out
+
+
+def test_sample_options_change_output(workdir: Path) -> None:
+    run_cli("train", "--preset", "tiny", "--steps", "10", "--run-dir", "R", cwd=workdir, check=True)
+
+    def sample(*extra: str) -> bytes:
+        return run_cli("sample", "--run-dir", "R", "--length", "60", "--seed", "3", *extra,
+                       cwd=workdir, check=True).stdout
+
+    base = sample()
+    greedy = sample("--temperature", "0")
+    assert greedy == sample("--temperature", "0", "--seed", "99"), "greedy sampling ignores the seed"
+    assert sample("--top-k", "1") == greedy, "top-k 1 is greedy"
+    assert base != greedy
+    (workdir / "prompt.txt").write_bytes(b"const a = ")
+    assert sample("--prompt-file", "prompt.txt") == sample("--prompt", "const a = ")
+    assert sample("--prompt", "const a = ") != base
+    stop_char = next(chr(b) for b in base[:-1] if 33 <= b < 127)
+    stopped = sample("--stop", stop_char)
+    assert stopped == base[: base.index(stop_char.encode()) + 1] + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("train", "--data", "missing.txt"), ("missing.txt",)),
+        (("train", "--preset", "huge"), ("huge",)),
+        (("train", "--preset", "tiny", "--hidden", "40"), ("--hidden", "multiple of 16")),
+        (("train", "--preset", "tiny", "--population", "7"), ("--population", "even")),
+        (("train", "--preset", "tiny", "--population", "0"), ("--population",)),
+        (("train", "--preset", "tiny", "--threads", "0"), ("--threads",)),
+        (("sample", "--run-dir", "nothing-here"), ("no checkpoint", "train")),
+        (("sample", "--run-dir", "nothing-here", "--ckpt", "nope.ckpt"), ("nope.ckpt",)),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), *needles)
+
+
+def test_data_shorter_than_a_window(tmp_path: Path) -> None:
+    (tmp_path / "input.txt").write_bytes(b"x = 1;\n" * 3)
+    result = run_cli("train", "--preset", "tiny", "--steps", "2", cwd=tmp_path)
+    assert_one_line_error(result, "window", "--seq-len")
+
+
+def test_help_explains_commands(tmp_path: Path) -> None:
+    out = run_cli("--help", cwd=tmp_path, check=True).stdout.decode()
+    for command in ("train", "sample", "eval", "ckpt", "export", "info"):
+        assert command in out
+    train_help = run_cli("train", "--help", cwd=tmp_path, check=True).stdout.decode()
+    assert "--time-budget" in train_help and "--resume" in train_help
+
+
+def test_ckpt_show_json_and_export(workdir: Path) -> None:
+    run_cli("train", "--preset", "tiny", "--steps", "10", "--run-dir", "R", cwd=workdir, check=True)
+    shown = json.loads(run_cli("ckpt", "show", "R/egg.ckpt.0", "--json", cwd=workdir, check=True).stdout)
+    assert shown["step"] == 10 and len(shown["weights_sha256"]) == 64
+    listing = json.loads(run_cli("ckpt", "list", "--run-dir", "R", "--json", cwd=workdir, check=True).stdout)
+    assert [r["name"] for r in listing if r["valid"]] == ["egg.ckpt.0", "egg.ckpt.best"]
+    run_cli("export", "--run-dir", "R", "--ckpt", "best", "w.npz", cwd=workdir, check=True)
+    import numpy as np
+
+    with np.load(workdir / "w.npz") as npz:
+        assert npz["embedding"].shape == (256, 32)
+        assert npz["head"].shape == (256, 32)
