@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -53,7 +54,9 @@ LOG_NAME = "training.log"
 LOCK_NAME = ".lock"
 LOCK_OWNER_NAME = ".lock.owner"
 #: Test hook: SIGKILL the writer halfway through a temporary file (see tests/test_checkpoint.py).
+#: Test hook: ``N`` makes the N-th checkpoint file this process writes SIGKILL itself halfway through.
 KILL_DURING_SAVE_ENV = "MLM_TEST_KILL_DURING_SAVE"
+_write_counter = itertools.count(1)
 
 ExpectedSizes = Callable[[ModelConfig], tuple[int, int]]
 
@@ -397,7 +400,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     """os.write until every byte is written (it may write fewer); honours the kill-during-save test hook."""
     view = memoryview(data)
-    if os.environ.get(KILL_DURING_SAVE_ENV) == "1":
+    if os.environ.get(KILL_DURING_SAVE_ENV) == str(next(_write_counter)):
         half = len(view) // 2
         _write_all_unhooked(fd, view[:half])
         os.kill(os.getpid(), signal.SIGKILL)

@@ -78,7 +78,8 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
           alpha_decay, threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every,
           eval_bytes, resume, fresh, results, note, quiet) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
-    from mlm.egg.train import TrainSettings, train as run_training
+    from mlm.egg.train import TrainSettings
+    from mlm.egg.train import train as run_training
 
     explicit = {k: v for k, v in {
         "hidden": hidden, "layers": layers, "seq_len": seq_len, "population": population, "streams": streams,

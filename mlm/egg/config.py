@@ -52,18 +52,18 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, int]) -> "ModelConfig":
+    def from_dict(cls, values: dict[str, int]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise MlmError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
         return cls(**{k: int(v) for k, v in values.items()})
 
-    def replace(self, **changes: int | None) -> "ModelConfig":
+    def replace(self, **changes: int | None) -> ModelConfig:
         """Return a copy with the non-None ``changes`` applied."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         """Raise :class:`MlmError` naming the first nonsensical value and its fix."""
         checks = [
             (self.hidden >= HIDDEN_MULTIPLE and self.hidden % HIDDEN_MULTIPLE == 0,

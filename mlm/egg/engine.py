@@ -77,6 +77,18 @@ def max_threads() -> int:
     return int(lib.egg_max_threads())
 
 
+def _u8(array: np.ndarray):
+    return ffi.from_buffer("uint8_t[]", array)
+
+
+def _i8(array: np.ndarray):
+    return ffi.from_buffer("int8_t[]", array)
+
+
+def _i64(array: np.ndarray):
+    return ffi.from_buffer("int64_t[]", array)
+
+
 def _bytes(data: bytes | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data,
                                 dtype=np.uint8)
@@ -137,21 +149,21 @@ class Engine:
             state = np.zeros(self.state_size_per_member(), dtype=np.int8)
         logits = np.zeros((max(len(toks) - 1, 0), 256), dtype=np.int8) if want_logits else None
         loss = ffi.new("int64_t *")
-        _check(lib.egg_forward(self._model, ffi.from_buffer("uint8_t[]", toks), len(toks), ffi.from_buffer("int8_t[]", state),
-                               ffi.from_buffer("int8_t[]", logits) if logits is not None else ffi.NULL, loss))
+        _check(lib.egg_forward(self._model, _u8(toks), len(toks), _i8(state),
+                               _i8(logits) if logits is not None else ffi.NULL, loss))
         return int(loss[0]), logits
 
     def next_logits(self, token: int, state: np.ndarray) -> np.ndarray:
         """Advance a sampling state by one byte; returns the 256 int8 logits."""
         logits = np.zeros(256, dtype=np.int8)
-        _check(lib.egg_next_logits(self._model, token, ffi.from_buffer("int8_t[]", state), ffi.from_buffer("int8_t[]", logits)))
+        _check(lib.egg_next_logits(self._model, token, _i8(state), _i8(logits)))
         return logits
 
     def eval_bits(self, tokens: bytes | np.ndarray, chunk_len: int) -> int:
         """Sum of Q16 bits over tokens[1:], in independent zero-state chunks of chunk_len predictions."""
         toks = _bytes(tokens)
         loss = ffi.new("int64_t *")
-        _check(lib.egg_eval(self._model, ffi.from_buffer("uint8_t[]", toks), len(toks), chunk_len, loss))
+        _check(lib.egg_eval(self._model, _u8(toks), len(toks), chunk_len, loss))
         return int(loss[0])
 
     def train_step(self, run_seed: int, step: int, windows: np.ndarray) -> StepResult:
@@ -163,6 +175,6 @@ class Engine:
         losses = np.zeros(cfg.population, dtype=np.int64)
         fitness = np.zeros(cfg.pairs, dtype=np.int8)
         moved = ffi.new("int64_t *")
-        _check(lib.egg_train_step(self._model, run_seed & (2**64 - 1), step, ffi.from_buffer("uint8_t[]", win),
-                                  ffi.from_buffer("int64_t[]", losses), ffi.from_buffer("int8_t[]", fitness), moved))
+        _check(lib.egg_train_step(self._model, run_seed & (2**64 - 1), step, _u8(win),
+                                  _i64(losses), _i8(fitness), moved))
         return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)

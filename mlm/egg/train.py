@@ -285,7 +285,8 @@ class Trainer:
             data_cursor=self.windows.cursor(st.step),
             weights=self.engine.weights.copy(), state=self.engine.state.copy(),
             metrics={"train_loss": st.last_train_loss, "val_bpb": st.last_val, "best_metric": st.best},
-            best_metric_name=self.tracked_name, extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve())},
+            best_metric_name=self.tracked_name,
+            extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve())},
         )
         path = self.run_dir.save(ckpt)
         st.saved_step = st.step
