@@ -199,7 +199,7 @@ def test_full_disk_during_save_stops_cleanly(workdir: Path, monkeypatch) -> None
     monkeypatch.chdir(workdir)
     monkeypatch.setattr(checkpoint.os, "write", failing_write)
     settings = TrainSettings(config=preset("tiny"), run_dir=workdir / "J", steps=20, save_every=5,
-                             sample_every=0, echo=lambda message: None)
+                             sample_every=0, quiet=True)
     with pytest.raises(MlmError, match="disk full"):
         train(settings)
     monkeypatch.setattr(checkpoint.os, "write", real_write)

@@ -99,7 +99,7 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
         seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget,
         print_every=print_every, sample_every=sample_every, save_every=save_every, eval_every=eval_every,
         eval_bytes=eval_bytes, resume=resume, fresh=fresh, results=results, note=note,
-        echo=(lambda message: None) if quiet else click.echo,
+        quiet=quiet,
     )
     sys.exit(run_training(settings))
 

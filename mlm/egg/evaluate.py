@@ -51,8 +51,9 @@ def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | No
             raise MlmError(f"the validation split of {ckpt_data} is empty: pass --data FILE")
     if max_bytes is not None:
         tokens = tokens[:max_bytes]
-    if tokens.size < 2:
-        raise MlmError(f"{source} has {tokens.size} bytes to evaluate; at least 2 are needed")
+    if tokens.size < EVAL_CHUNK + 1:
+        raise MlmError(f"{source} has {tokens.size} bytes to evaluate, fewer than one evaluation window "
+                       f"({EVAL_CHUNK + 1} bytes): use a larger file or a larger --max-bytes")
     return tokens, source
 
 

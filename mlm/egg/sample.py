@@ -79,3 +79,8 @@ def printable(data: bytes) -> str:
     """Bytes as text for a terminal: UTF-8 where valid, control bytes as \\xNN (newlines and tabs kept)."""
     text = data.decode("utf-8", errors="backslashreplace")
     return "".join(ch if ch in "\n\t" or ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def one_line(data: bytes) -> str:
+    """Like :func:`printable`, with newlines and tabs escaped too: for log lines."""
+    return printable(data).replace("\n", "\\n").replace("\t", "\\t")

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from mlm.egg import sample as sampling
 from mlm.egg.checkpoint import Checkpoint, RunDir
 from mlm.egg.config import ModelConfig
 from mlm.egg.data import WindowSampler, resolve_data
+from mlm.egg.display import Snapshot, choose_display
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
@@ -58,7 +58,7 @@ class TrainSettings:
     fresh: bool = False
     results: Path = Path("results.tsv")
     note: str = ""
-    echo: Callable[[str], None] = print
+    quiet: bool = False
 
 
 def expected_sizes(config: ModelConfig) -> tuple[int, int]:
@@ -125,12 +125,15 @@ class Trainer:
         self.corpus: Corpus | None = None
         self.engine: Engine | None = None
         self.run_seed = settings.seed
+        self.display = choose_display(settings.quiet)
+        self.sample_text = ""
+        self.rate: float | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
     def say(self, message: str) -> None:
         """Show a line and keep it in training.log."""
-        self.s.echo(message)
+        self.display.message(message)
         self.log.write(message)
 
     def _load_data(self) -> None:
@@ -147,7 +150,7 @@ class Trainer:
         s, rd = self.s, self.run_dir
         if s.fresh and rd.has_checkpoints():
             archive = rd.archive_existing()
-            self.s.echo(f"--fresh: moved the previous checkpoints to {archive}")
+            self.display.message(f"--fresh: moved the previous checkpoints to {archive}")
         self.log.write(f"=== start: mlm train (pid {os.getpid()}) {' '.join(sys.argv[1:])}")
         if s.resume == "none":
             if rd.has_checkpoints():
@@ -218,10 +221,12 @@ class Trainer:
             self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads}")
             started, first_step = time.monotonic(), self.state.step
             status, code = "ok", 0
+            self._start_display()
             try:
                 with StopRequest() as stop:
                     while not self._budget_spent(started, first_step) and stop.signal is None:
                         self._one_step()
+                        self._refresh_display(started)
                     if stop.signal is not None:
                         status, code = "interrupted", stop.exit_code
                         self.say(f"{signal.Signals(stop.signal).name} at step {self.state.step}: "
@@ -232,9 +237,24 @@ class Trainer:
                 self.say(f"error: {error}")
                 raise
             finally:
+                self.display.stop()
                 seconds = time.monotonic() - started
                 self._record(status, seconds, self.state.step - first_step)
         return code
+
+    def _start_display(self) -> None:
+        if self.s.steps is not None:
+            self.display.start(self.s.steps, "steps")
+        else:
+            self.display.start(self.s.time_budget, "seconds")
+
+    def _refresh_display(self, started: float) -> None:
+        st = self.state
+        latest_loss = st.interval_losses[-1] if st.interval_losses else st.last_train_loss
+        snapshot = Snapshot(step=st.step, train_loss=latest_loss,
+                            val_bpb=st.last_val, best=st.best, best_name=self.tracked_name,
+                            pop_tok_per_s=self.rate, sample=self.sample_text)
+        self.display.update(snapshot, st.step if self.s.steps is not None else time.monotonic() - started)
 
     def _budget_spent(self, started: float, first_step: int) -> bool:
         if self.s.steps is not None and self.state.step >= self.s.steps:
@@ -248,15 +268,17 @@ class Trainer:
         elapsed = time.monotonic() - t0
         st.step += 1
         st.interval_losses.append(result.loss_bits)
+        self.rate = cfg.population * cfg.seq_len / max(elapsed, 1e-9)
         if st.step % self.s.print_every == 0:
-            tok_s = cfg.population * cfg.seq_len / max(elapsed, 1e-9)
-            self.say(f"step {st.step} | loss {result.loss_bits:.4f} bits/byte | {tok_s:,.0f} pop-tok/s | "
+            self.say(f"step {st.step} | loss {result.loss_bits:.4f} bits/byte | {self.rate:,.0f} pop-tok/s | "
                      f"moved {result.moved}")
         if self.s.eval_every and st.step % self.s.eval_every == 0:
             st.last_val = self._evaluate()
             self.say(f"eval step {st.step} | val_bpb {st.last_val:.4f}")
         if self.s.sample_every and st.step % self.s.sample_every == 0:
-            self.say(f"sample step {st.step}: {sampling.printable(self._sample())!r}")
+            sample = self._sample()
+            self.sample_text = sampling.printable(sample)
+            self.say(f"sample step {st.step}: {sampling.one_line(sample)}")
         if st.step % (self.s.save_every or self.s.print_every) == 0:
             self._save()
 
