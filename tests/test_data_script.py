@@ -95,3 +95,26 @@ def test_script_reports_bad_ref_cleanly(tmp_path: Path, upstream: Path) -> None:
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown ref 'r999'")
     assert not (tmp_path / "input.txt").exists()
+
+
+def test_training_on_a_harvest_reports_the_manifest_byte_counts(tmp_path: Path) -> None:
+    """The script's input.txt trains, and train reports the manifest's train/validation byte counts."""
+    repo = tmp_path / "code"
+    for i in range(40):
+        path = repo / "src" / f"module{i:02d}.js"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"export const value{i}_{j} = {i * j};\n" for j in range(20)))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    git(repo, "tag", "v1")
+    work = tmp_path / "work"
+    work.mkdir()
+    built = run_script(work, REPO_URL=str(repo), REPO_REF="v1", INCLUDE="src", CACHE=str(tmp_path / "cache"))
+    assert built.returncode == 0, built.stderr
+    totals = json.loads((work / "input.manifest.json").read_text())["totals"]
+    trained = subprocess.run([sys.executable, "-m", "mlm.egg", "train", "--preset", "tiny", "--steps", "5",
+                              "--run-dir", "R"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    assert f"{totals['train_bytes']:,} train bytes, {totals['val_bytes']:,} validation bytes" in trained.stdout
+    assert f"({totals['train_files']} train files, {totals['val_files']} validation files)" in trained.stdout
