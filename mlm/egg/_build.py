@@ -5,8 +5,8 @@ function of (platform, machine, compiler facts) so the choices for every
 platform are unit-tested without that platform.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: cffi exec()s this file outside sys.modules, where
+# dataclasses cannot resolve string annotations.
 import os
 import platform
 import shutil

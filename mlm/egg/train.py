@@ -112,6 +112,7 @@ class RunState:
     interval_losses: list[float] = field(default_factory=list)
     last_train_loss: float | None = None
     saved_step: int | None = None
+    val_step: int | None = None
 
 
 class Trainer:
@@ -231,6 +232,9 @@ class Trainer:
                         status, code = "interrupted", stop.exit_code
                         self.say(f"{signal.Signals(stop.signal).name} at step {self.state.step}: "
                                  "saving and stopping")
+                    elif self.s.eval_every and self.state.val_step != self.state.step:
+                        self._evaluate()  # the results row and the best file reflect the final model
+                        self.state.saved_step = None
                     self._save(final=True)
             except Exception as error:
                 status = "crash"
@@ -273,8 +277,7 @@ class Trainer:
             self.say(f"step {st.step} | loss {result.loss_bits:.4f} bits/byte | {self.rate:,.0f} pop-tok/s | "
                      f"moved {result.moved}")
         if self.s.eval_every and st.step % self.s.eval_every == 0:
-            st.last_val = self._evaluate()
-            self.say(f"eval step {st.step} | val_bpb {st.last_val:.4f}")
+            self._evaluate()
         if self.s.sample_every and st.step % self.s.sample_every == 0:
             sample = self._sample()
             self.sample_text = sampling.printable(sample)
@@ -282,9 +285,12 @@ class Trainer:
         if st.step % (self.s.save_every or self.s.print_every) == 0:
             self._save()
 
-    def _evaluate(self) -> float:
+    def _evaluate(self) -> None:
+        """val_bpb on the first --eval-bytes of the validation split: the same bytes every time."""
         val = self.corpus.val[: self.s.eval_bytes]
-        return bits_per_byte(self.engine.eval_bits(val, EVAL_CHUNK), val.size)
+        self.state.last_val = bits_per_byte(self.engine.eval_bits(val, EVAL_CHUNK), val.size)
+        self.state.val_step = self.state.step
+        self.say(f"eval step {self.state.step} | val_bpb {self.state.last_val:.4f}")
 
     def _sample(self) -> bytes:
         options = sampling.SamplingOptions(temperature=0.8, seed=self.state.step)
