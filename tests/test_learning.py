@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from conftest import repetitive_corpus, run_cli
 
 

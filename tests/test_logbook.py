@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env, headered_corpus, run_cli
 
+from conftest import cli_env, headered_corpus, run_cli
 from mlm.egg import reference as ref
 from mlm.egg.checkpoint import read_checkpoint
 from mlm.egg.evaluate import EVAL_CHUNK
