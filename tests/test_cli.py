@@ -107,3 +107,42 @@ def test_ckpt_show_json_and_export(workdir: Path) -> None:
     with np.load(workdir / "w.npz") as npz:
         assert npz["embedding"].shape == (256, 32)
         assert npz["head"].shape == (256, 32)
+
+
+def test_sample_on_a_terminal_escapes_control_bytes_and_raw_does_not(workdir: Path) -> None:
+    """On a TTY non-printable bytes are shown as \\xNN; --raw writes them as they are."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    run_cli("train", "--preset", "tiny", "--steps", "5", "--run-dir", "R", cwd=workdir, check=True)
+
+    def on_terminal(*extra: str) -> bytes:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "mlm.egg", "sample", "--run-dir", "R", "--length", "200",
+                                 "--seed", "4", *extra], cwd=workdir, env=cli_env(), stdout=follower,
+                                stderr=subprocess.PIPE)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=60)
+        os.close(leader)
+        return b"".join(chunks)
+
+    piped = run_cli("sample", "--run-dir", "R", "--length", "200", "--seed", "4", cwd=workdir, check=True).stdout
+    assert any(b < 32 and b not in (9, 10, 13) for b in piped), "an untrained model should emit control bytes"
+    shown = on_terminal()
+    assert b"\\x" in shown
+    assert not any(b < 32 and b not in (9, 10, 13) for b in shown)
+    raw = on_terminal("--raw")
+    assert any(b < 32 and b not in (9, 10, 13) for b in raw)
