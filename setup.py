@@ -2,4 +2,4 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["mlm/egg/_build.py:ffibuilder"])
+setup(cffi_modules=["mlm/egg/_build.py:make_ffibuilder"])

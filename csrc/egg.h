@@ -81,4 +81,8 @@ int egg_force_kernel(const char *name);    /* also read from MLM_KERNEL at load 
 const char *egg_parallel_backend(void);    /* "openmp", "gcd" or "serial" */
 int32_t egg_max_threads(void);
 
+/* Build facts */
+const char *egg_compiler(void);   /* compiler and version that built the core */
+int32_t egg_neon_dotprod(void);   /* 1 when the neon kernel multiplies with sdot on this CPU */
+
 #endif

@@ -271,6 +271,34 @@ def info() -> None:
         click.echo(f"{key:18} {value}")
 
 
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Corpus [default: ./input.txt, else the bundled Three.js sample].")
+@click.option("--orders", default="0,1,2,3", show_default=True,
+              help="Context lengths in bytes, comma-separated: 0 unigram, 1 bigram, 2 trigram, 3 4-gram.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def baseline(data, orders, as_json) -> None:
+    """Kneser-Ney n-gram bits per byte on the validation split: the numbers a model has to beat."""
+    from mlm.egg.baseline import baseline_report, parse_orders
+
+    report = baseline_report(data, parse_orders(orders))
+    if report.note:
+        click.echo(report.note, err=True)
+    click.echo(report.to_json() if as_json else report.lines())
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True,
+              help="Experiment table every run appends its row to.")
+@click.option("--dry-run", is_flag=True, help="Check CONFIG and print the commands without running them.")
+def sweep(config, results, dry_run) -> None:
+    """Train every configuration of CONFIG.toml for the same time budget (see sweeps/example.toml)."""
+    from mlm.egg.sweep import run_sweep
+
+    sys.exit(run_sweep(config, results, dry_run))
+
+
 def run() -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
     try:

@@ -1,0 +1,110 @@
+/* The whole core on a tiny model: forward, eval and two training steps, hashed. Every kernel,
+ * thread count and schedule must give the same hash, and so must every platform: the script
+ * compares this program's output on x86_64 with the arm64 one (checkpoints are portable). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "egg.h"
+
+/* FNV-1a, 64-bit: over bytes, with integers fed little-endian so the hash means the same
+ * thing on every host. */
+typedef struct hash {
+    uint64_t h;
+} hash;
+
+static void hash_bytes(hash *s, const void *data, size_t n) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) s->h = (s->h ^ p[i]) * 0x100000001B3ULL;
+}
+
+static void hash_i64(hash *s, int64_t v) {
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    hash_bytes(s, le, 8);
+}
+
+static const egg_config CONFIG = {
+    .hidden = 32, .layers = 2, .mlp_ratio = 2, .seq_len = 12, .population = 10, .streams = 2,
+    .noise_bits = 3, .noise_shift = 4, .threshold_z_q8 = 128, .alpha_decay_steps = 4, .shift_base = 4,
+};
+
+static const char TEXT[] =
+    "import * as THREE from 'three';\nconst scene = new THREE.Scene();\n"
+    "const camera = new THREE.PerspectiveCamera( 75, window.innerWidth / window.innerHeight );\n";
+
+#define CHECK(call)                                                                       \
+    do {                                                                                  \
+        if ((call) != 0) {                                                                \
+            fprintf(stderr, "%s failed: %s\n", #call, egg_last_error());                 \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
+
+static uint64_t run(int32_t threads, int32_t batched, int64_t *moved_total) {
+    egg_model *m = egg_create(&CONFIG);
+    if (!m) {
+        fprintf(stderr, "egg_create: %s\n", egg_last_error());
+        exit(1);
+    }
+    egg_init_weights(m, 0xC0FFEE);
+    egg_set_threads(m, threads);
+    egg_set_batched(m, batched);
+    hash s = {0xCBF29CE484222325ULL};
+
+    const uint8_t *text = (const uint8_t *)TEXT;
+    const int64_t n = 40;
+    int8_t state[2 * 32] = {0}, logits[39 * 256];
+    int64_t loss;
+    CHECK(egg_forward(m, text, n, state, logits, &loss));
+    hash_i64(&s, loss);
+    hash_bytes(&s, state, sizeof state);
+    hash_bytes(&s, logits, sizeof logits);
+    CHECK(egg_eval(m, text, (int64_t)sizeof TEXT - 1, 16, &loss));
+    hash_i64(&s, loss);
+
+    *moved_total = 0;
+    for (int64_t step = 0; step < 2; step++) {
+        uint8_t windows[2 * 13];
+        for (int i = 0; i < 2; i++) memcpy(windows + 13 * i, text + 50 * i + 20 * step, 13);
+        int64_t member_loss[10], moved;
+        int8_t fitness[5];
+        CHECK(egg_train_step(m, 42, step, windows, member_loss, fitness, &moved));
+        for (int i = 0; i < 10; i++) hash_i64(&s, member_loss[i]);
+        hash_bytes(&s, fitness, sizeof fitness);
+        hash_i64(&s, moved);
+        *moved_total += moved;
+    }
+    hash_bytes(&s, egg_weights(m), (size_t)egg_weights_size(m));
+    hash_bytes(&s, egg_state(m), (size_t)egg_state_size(m));
+    egg_free(m);
+    return s.h;
+}
+
+int main(void) {
+    char names[256];
+    snprintf(names, sizeof names, "%s", egg_available_kernels());
+    uint64_t first = 0;
+    int runs = 0, bad = 0;
+    int64_t moved = 0;
+    for (char *name = strtok(names, ","); name; name = strtok(NULL, ",")) {
+        CHECK(egg_force_kernel(name));
+        const int32_t threads[] = {1, 3};
+        for (int t = 0; t < 2; t++)
+            for (int32_t batched = 1; batched >= 0; batched--) {
+                const uint64_t h = run(threads[t], batched, &moved);
+                printf("kernel %-8s threads %d batched %d: %016llx\n", name, threads[t], batched,
+                       (unsigned long long)h);
+                if (runs++ == 0) first = h;
+                bad |= h != first;
+            }
+    }
+    /* A hash over weights that never moved would not test the update. */
+    if (moved == 0) {
+        fprintf(stderr, "no weight moved in two steps: the test configuration is too timid\n");
+        bad = 1;
+    }
+    printf("parallel %s, %lld weights moved\n", egg_parallel_backend(), (long long)moved);
+    printf("core hash: %016llx%s\n", (unsigned long long)first, bad ? " (RUNS DISAGREE)" : "");
+    return bad;
+}
