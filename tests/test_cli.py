@@ -146,3 +146,11 @@ def test_sample_on_a_terminal_escapes_control_bytes_and_raw_does_not(workdir: Pa
     assert not any(b < 32 and b not in (9, 10, 13) for b in shown)
     raw = on_terminal("--raw")
     assert any(b < 32 and b not in (9, 10, 13) for b in raw)
+
+
+def test_runs_from_inside_the_source_checkout() -> None:
+    """README: `pip install . && python -m mlm.egg train` is typed in the checkout, where ./mlm shadows the
+    installed package; the installed compiled core must still be found."""
+    checkout = Path(__file__).resolve().parents[1]
+    result = run_cli("info", cwd=checkout, check=True)
+    assert b"kernel" in result.stdout

@@ -7,17 +7,48 @@ read and write them without copies.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import sys
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from mlm.egg.config import ModelConfig
 from mlm.errors import MlmError
 
-try:
-    from mlm.egg._core import ffi, lib
-except ImportError as exc:  # pragma: no cover - only without a build
-    raise MlmError(f"the C core of mlm is not built ({exc}): reinstall with `pip install .`") from exc
+
+def _installed_core() -> ModuleType:
+    """The compiled core of the installed mlm.
+
+    Running ``python -m mlm.egg`` inside a source checkout imports ``./mlm``,
+    which has no compiled core after ``pip install .``; then the installed
+    build of the same package is used.
+    """
+    try:
+        from mlm.egg import _core
+
+        return _core
+    except ImportError:
+        pass
+    try:
+        files = importlib.metadata.distribution("mlm").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.parent.as_posix() == "mlm/egg" and file.name.startswith("_core.") and file.suffix in (".so", ".pyd"):
+            spec = importlib.util.spec_from_file_location("mlm.egg._core", file.locate())
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules["mlm.egg._core"] = module
+            return module
+    raise MlmError("the C core of mlm is not built: run `pip install .` (or `python mlm/egg/_build.py` "
+                   "to build it inside this checkout)")
+
+
+_core_module = _installed_core()
+ffi, lib = _core_module.ffi, _core_module.lib
 
 CONFIG_FIELDS = (
     "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
