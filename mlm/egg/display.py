@@ -28,6 +28,7 @@ class Snapshot:
     best_name: str = "train_loss"
     pop_tok_per_s: float | None = None
     sample: str = ""
+    baselines: str = ""
 
 
 class Display:
@@ -92,6 +93,8 @@ class LiveDisplay(Display):
         table.add_row("step", str(s.step), "train loss", _fmt(s.train_loss), "val_bpb", _fmt(s.val_bpb))
         table.add_row("pop-tok/s", "-" if s.pop_tok_per_s is None else f"{s.pop_tok_per_s:,.0f}",
                       f"best {s.best_name}", _fmt(s.best), "", "")
+        if s.baselines:
+            table.add_row("baselines", s.baselines, "", "", "", "")
         parts = [self.progress, table]
         if s.sample:
             parts.append(Panel(s.sample, title="latest sample", expand=False))

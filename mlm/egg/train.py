@@ -18,6 +18,7 @@ import numpy as np
 
 from mlm.data.corpus import Corpus
 from mlm.egg import sample as sampling
+from mlm.egg.baseline import ORDER_NAMES, cached_baselines
 from mlm.egg.checkpoint import Checkpoint, RunDir
 from mlm.egg.config import ModelConfig
 from mlm.egg.data import WindowSampler, resolve_data
@@ -29,6 +30,7 @@ from mlm.egg.reference import n_state, n_weights
 from mlm.errors import MlmError
 
 SAMPLE_PROMPT = b"// === FILE: src/"
+BASELINE_ORDERS = (0, 1, 2)
 SAMPLE_LENGTH = 64
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 #: Run-time settings that may differ freely between a run and its resume.
@@ -128,6 +130,7 @@ class Trainer:
         self.run_seed = settings.seed
         self.display = choose_display(settings.quiet)
         self.sample_text = ""
+        self.baseline_text = ""
         self.rate: float | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -203,9 +206,18 @@ class Trainer:
             self.engine = Engine(self.s.config, threads=self.s.threads)
             self.engine.init_weights(self.run_seed)
         self.windows = WindowSampler(self.corpus.train, self.s.config.streams, self.s.config.seq_len)
+        self._show_baselines()
         if self.s.eval_every and self.corpus.val_bytes < 2:
             raise MlmError("--eval-every needs a validation split, but this corpus has none: "
                            "use a larger corpus or --eval-every 0")
+
+    def _show_baselines(self) -> None:
+        """The n-gram numbers to beat, once per run (cached per data file after the first time)."""
+        if self.corpus.val_bytes < 2:
+            return
+        self.baselines = cached_baselines(self.corpus, BASELINE_ORDERS)
+        self.baseline_text = ", ".join(f"{ORDER_NAMES[k]} {v:.3f}" for k, v in sorted(self.baselines.items()))
+        self.say(f"baselines (Kneser-Ney, validation bits/byte): {self.baseline_text}")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -257,7 +269,7 @@ class Trainer:
         latest_loss = st.interval_losses[-1] if st.interval_losses else st.last_train_loss
         snapshot = Snapshot(step=st.step, train_loss=latest_loss,
                             val_bpb=st.last_val, best=st.best, best_name=self.tracked_name,
-                            pop_tok_per_s=self.rate, sample=self.sample_text)
+                            pop_tok_per_s=self.rate, sample=self.sample_text, baselines=self.baseline_text)
         self.display.update(snapshot, st.step if self.s.steps is not None else time.monotonic() - started)
 
     def _budget_spent(self, started: float, first_step: int) -> bool:
