@@ -32,12 +32,11 @@ def _installed_core() -> ModuleType:
         return _core
     except ImportError:
         pass
-    try:
-        files = importlib.metadata.distribution("mlm").files or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
+    # Several "mlm" distributions may be visible: the build's own mlm.egg-info in the checkout comes first.
+    files = [f for dist in importlib.metadata.distributions(name="mlm") for f in dist.files or []]
     for file in files:
-        if file.parent.as_posix() == "mlm/egg" and file.name.startswith("_core.") and file.suffix in (".so", ".pyd"):
+        if (file.parent.as_posix() == "mlm/egg" and file.name.startswith("_core.") and file.suffix in (".so", ".pyd")
+                and file.locate().exists()):
             spec = importlib.util.spec_from_file_location("mlm.egg._core", file.locate())
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
