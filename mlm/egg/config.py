@@ -22,10 +22,10 @@ HIDDEN_MULTIPLE = 16
 class ModelConfig:
     """Sizes and algorithm knobs. All integers, so the C core sees them exactly."""
 
-    hidden: int = 128
-    layers: int = 2
-    mlp_ratio: int = 4
-    seq_len: int = 128
+    hidden: int = 64
+    layers: int = 1
+    mlp_ratio: int = 2
+    seq_len: int = 64
     population: int = 256
     #: Distinct data streams per step; pair p reads stream p % streams.
     streams: int = 16
@@ -34,11 +34,11 @@ class ModelConfig:
     #: A perturbation A[r]*B[c] is scaled by 2**-noise_shift.
     noise_shift: int = 3
     #: z-test threshold in 1/256 units: a weight moves when |vote| > z*sigma^2*sqrt(pairs).
-    threshold_z_q8: int = 512
+    threshold_z_q8: int = 320
     #: Updated fraction alpha_t = D / (t + D); 0 disables the decay (alpha = 1).
-    alpha_decay_steps: int = 1000
+    alpha_decay_steps: int = 2000
     #: Right shift after a matmul over `cols` inputs: shift_base + floor(log2(cols)/2).
-    shift_base: int = 4
+    shift_base: int = 5
 
     @property
     def pairs(self) -> int:
