@@ -85,4 +85,19 @@ int32_t egg_max_threads(void);
 const char *egg_compiler(void);   /* compiler and version that built the core */
 int32_t egg_neon_dotprod(void);   /* 1 when the neon kernel multiplies with sdot on this CPU */
 
+/* Benchmarking */
+/* int8 multiply-accumulates per second of a register-resident microkernel of the
+ * active kernel's instructions (see csrc/bench.c), on `threads` threads at once
+ * for about `seconds`; negative on failure. */
+double egg_peak_macs_per_second(int32_t threads, double seconds);
+/* The active GEMM kernel alone on the shapes of m's training step (its population
+ * block against every weight matrix, with m's weights), on m's threads. */
+double egg_gemm_macs_per_second(egg_model *m, double seconds);
+/* Wall-clock seconds of the phases of the last egg_train_step on the calling thread:
+ * noise generation, the population's forward pass, fitness and update. */
+typedef struct egg_step_seconds {
+    double noise, forward, update;
+} egg_step_seconds;
+egg_step_seconds egg_last_step_seconds(void);
+
 #endif

@@ -3,6 +3,7 @@
  * (step seed, tensor, pair, index), so any thread can regenerate any slice. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "egg_internal.h"
 
@@ -108,7 +109,9 @@ static void population_task(void *ctx, int64_t task) {
     if (egg_forward_block(job->m, &b)) job->failed = 1;
 }
 
-/* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs */
+/* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
+ * Tensors go one at a time, each split into row blocks that run in parallel, so
+ * the transposed noise in memory is one tensor's, not the whole model's. */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -121,22 +124,19 @@ typedef struct update_job {
     const int8_t *noise;     /* pairs x noise_len */
     const int32_t *voter;    /* pair index of each voter */
     const int8_t *vote_sign; /* fitness of each voter */
-    int8_t **a_t, **b_t;     /* per tensor: rows x voters (signed by fitness) and cols x voters */
-    const update_task_def *tasks;
-    int64_t *moved;
+    const int8_t *b_t;       /* the current tensor's B: cols x voters */
+    const update_task_def *tasks; /* the current tensor's row blocks */
+    int64_t *moved;               /* weights moved by task slot i, summed over tensors */
     int failed;
 } update_job;
 
-static void transpose_task(void *ctx, int64_t tensor) {
-    update_job *job = ctx;
-    const egg_model *m = job->m;
-    const egg_tensor *t = &m->tensors[tensor];
-    int8_t *a_t = job->a_t[tensor], *b_t = job->b_t[tensor];
+/* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k the noise of voter k: rows of A
+ * (signed by fitness f) or of B (unsigned). */
+static void transpose_noise(const update_job *job, int64_t offset, int32_t n, int with_sign, int8_t *out) {
     for (int64_t k = 0; k < job->voters; k++) {
-        const int8_t *a = job->noise + job->voter[k] * m->noise_len + t->noise_off, *b = a + t->rows;
-        const int8_t f = job->vote_sign[k];
-        for (int32_t r = 0; r < t->rows; r++) a_t[r * job->voters + k] = (int8_t)(f * a[r]);
-        for (int32_t c = 0; c < t->cols; c++) b_t[c * job->voters + k] = b[c];
+        const int8_t *v = job->noise + job->voter[k] * job->m->noise_len + offset;
+        const int8_t f = with_sign ? job->vote_sign[k] : 1;
+        for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(f * v[i]);
     }
 }
 
@@ -144,14 +144,17 @@ static void vote_task(void *ctx, int64_t index) {
     update_job *job = ctx;
     const update_task_def *task = &job->tasks[index];
     const egg_tensor *t = &job->m->tensors[task->tensor];
+    int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    if (!vote) {
+    if (!a_t || !vote) {
         job->failed = 1;
+        free(a_t);
+        free(vote);
         return;
     }
-    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters,
-                               job->a_t[task->tensor] + (int64_t)task->row0 * job->voters, job->voters,
-                               job->b_t[task->tensor], job->voters, vote, t->cols);
+    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, a_t);
+    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, job->b_t, job->voters,
+                               vote, t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
     int8_t *w = job->m->weights + t->offset + (int64_t)task->row0 * t->cols;
     int64_t moved = 0;
@@ -165,28 +168,18 @@ static void vote_task(void *ctx, int64_t index) {
         w[j] = (int8_t)next;
         moved++;
     }
-    job->moved[index] = moved;
+    job->moved[index] += moved;
+    free(a_t);
     free(vote);
 }
 
-/* Split every tensor into row blocks of about 64K votes: the parallel tasks of the update. */
-static update_task_def *plan_update(const egg_model *m, int64_t *count) {
-    int64_t n = 0;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        const int64_t rows_per = 65536 / m->tensors[t].cols > 0 ? 65536 / m->tensors[t].cols : 1;
-        n += (m->tensors[t].rows + rows_per - 1) / rows_per;
-    }
-    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n);
-    if (!tasks) return NULL;
-    n = 0;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        const int32_t rows = m->tensors[t].rows;
-        const int32_t rows_per = 65536 / m->tensors[t].cols > 0 ? 65536 / m->tensors[t].cols : 1;
-        for (int32_t r = 0; r < rows; r += rows_per)
-            tasks[n++] = (update_task_def){t, r, rows - r < rows_per ? rows - r : rows_per};
-    }
-    *count = n;
-    return tasks;
+/* Row blocks of about 64K votes: the parallel tasks of one tensor's update. */
+static int32_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
+    const int32_t rows_per = 65536 / t->cols > 0 ? 65536 / t->cols : 1;
+    int32_t n = 0;
+    for (int32_t r = 0; r < t->rows; r += rows_per)
+        tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
+    return n;
 }
 
 static int apply_update(egg_model *m, uint64_t seed, int64_t step, const int8_t *noise, const int8_t *fitness,
@@ -197,47 +190,58 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const int8_t 
     *moved_total = 0;
     if (!voters) return 0;
 
+    int32_t max_rows = 1, max_cols = 1;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        if (m->tensors[t].rows > max_rows) max_rows = m->tensors[t].rows;
+        if (m->tensors[t].cols > max_cols) max_cols = m->tensors[t].cols;
+    }
     int rc = -1;
-    int64_t n_tasks = 0;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    int8_t **a_t = calloc((size_t)m->n_tensors, sizeof *a_t), **b_t = calloc((size_t)m->n_tensors, sizeof *b_t);
-    update_task_def *tasks = plan_update(m, &n_tasks);
-    int64_t *moved = calloc((size_t)(n_tasks > 0 ? n_tasks : 1), sizeof *moved);
-    if (!voter || !vote_sign || !a_t || !b_t || !tasks || !moved) goto done;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        a_t[t] = malloc((size_t)(m->tensors[t].rows * voters));
-        b_t[t] = malloc((size_t)(m->tensors[t].cols * voters));
-        if (!a_t[t] || !b_t[t]) goto done;
-    }
+    int8_t *b_t = malloc((size_t)max_cols * (size_t)voters);
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)max_rows);
+    int64_t *moved = calloc((size_t)max_rows, sizeof *moved);
+    if (!voter || !vote_sign || !b_t || !tasks || !moved) goto done;
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    update_job job = {m, seed, voters, 0, alpha_q16(&m->cfg, step), noise, voter, vote_sign,
-                      a_t, b_t, tasks, moved, 0};
-    job.tau = vote_threshold(&m->cfg, voters);
-    egg_parallel_for(m->n_tensors, m->threads, transpose_task, &job);
-    egg_parallel_for(n_tasks, m->threads, vote_task, &job);
+    update_job job = {m, seed, voters, vote_threshold(&m->cfg, voters), alpha_q16(&m->cfg, step), noise, voter,
+                      vote_sign, b_t, tasks, moved, 0};
+    int32_t most_tasks = 0;
+    for (int32_t t = 0; t < m->n_tensors && !job.failed; t++) {
+        const egg_tensor *ten = &m->tensors[t];
+        transpose_noise(&job, ten->noise_off + ten->rows, ten->cols, 0, b_t);
+        const int32_t n_tasks = plan_tensor(ten, tasks, t);
+        if (n_tasks > most_tasks) most_tasks = n_tasks;
+        egg_parallel_for(n_tasks, m->threads, vote_task, &job);
+    }
     if (!job.failed) {
-        for (int64_t i = 0; i < n_tasks; i++) *moved_total += moved[i];
+        for (int32_t i = 0; i < most_tasks; i++) *moved_total += moved[i];
         rc = 0;
     }
 done:
     if (rc) egg_set_error("out of memory in the update");
-    for (int32_t t = 0; a_t && b_t && t < m->n_tensors; t++) {
-        free(a_t[t]);
-        free(b_t[t]);
-    }
-    free(a_t);
-    free(b_t);
     free(voter);
     free(vote_sign);
+    free(b_t);
     free(tasks);
     free(moved);
     return rc;
 }
+
+/* ---- phase timings of the last step on this thread, for benchmarks (egg_last_step_seconds) */
+
+static _Thread_local egg_step_seconds last_step;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+egg_step_seconds egg_last_step_seconds(void) { return last_step; }
 
 int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
                    int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
@@ -257,8 +261,10 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
         goto done;
     }
 
+    const double t_start = now();
     noise_job nj = {m, seed, noise};
     egg_parallel_for(pairs, m->threads, noise_task, &nj);
+    const double t_noise = now();
 
     const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
     for (int64_t i = 0; i < population; i++) {
@@ -271,12 +277,15 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     population_job pj = {m, egg_block_size(m, population), tokens, states, member_noise, signs, losses, 0};
     egg_parallel_for((population + pj.block - 1) / pj.block, m->threads, population_task, &pj);
     if (pj.failed) goto done;
+    const double t_forward = now();
 
     for (int64_t p = 0; p < pairs; p++) {
         const int64_t diff = losses[2 * p + 1] - losses[2 * p];
         fitness[p] = (int8_t)((diff > 0) - (diff < 0));
     }
     if (apply_update(m, seed, step, noise, fitness, &moved)) goto done;
+    const double t_update = now();
+    last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, t_update - t_forward};
 
     if (member_loss_q16) memcpy(member_loss_q16, losses, sizeof *losses * (size_t)population);
     if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);

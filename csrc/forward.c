@@ -14,7 +14,8 @@ _Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signe
 static const uint64_t EXP2_FRAC_Q16[16] = {65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
                                            92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515};
 
-static inline int8_t sat8(int64_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
+/* int32, not int64: every caller's value fits, and 32-bit lanes vectorise on every target. */
+static inline int8_t sat8(int32_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
 
 int32_t egg_matmul_shift(const egg_model *m, int32_t cols) {
     int32_t log2 = 0;
@@ -47,13 +48,23 @@ static int64_t token_loss_q16(const int8_t *logits, uint8_t target) {
     return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(logits[target] + 128) << 12);
 }
 
-static void layer_norm(const int8_t *x, const int8_t *w, int32_t n, int8_t *out) {
-    int64_t sum = 0;
+/* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the
+ * product fits int32 (and vectorises); smaller means need 64 bits. */
+#define LN_INT32_MIN_AVG 8
+
+static void layer_norm(const int8_t *restrict x, const int8_t *restrict w, int32_t n, int8_t *restrict out) {
+    int32_t sum = 0; /* <= 127 * 4096 */
     for (int32_t i = 0; i < n; i++) sum += x[i] < 0 ? -x[i] : x[i];
-    int64_t avg = sum / n;
-    if (avg < 1) avg = 1;
-    const int64_t inv = (1LL << LN_RECIP_BITS) / avg;
-    for (int32_t i = 0; i < n; i++) out[i] = sat8(((int64_t)x[i] * w[i] * inv) >> LN_OUT_SHIFT);
+    const int32_t avg = sum / n < 1 ? 1 : sum / n;
+    const int32_t inv = (1 << LN_RECIP_BITS) / avg;
+    if (avg >= LN_INT32_MIN_AVG) {
+        for (int32_t i = 0; i < n; i++) out[i] = sat8((x[i] * w[i] * inv) >> LN_OUT_SHIFT);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const int64_t v = ((int64_t)x[i] * w[i] * inv) >> LN_OUT_SHIFT;
+        out[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
 }
 
 /* Per-block scratch, allocated once per egg_forward_block call. */
@@ -115,20 +126,30 @@ static inline const int8_t *member_vector(const egg_model *m, const workspace *w
     return w->vectors + (int64_t)i * m->vec_len + m->tensors[tensor].vec_off;
 }
 
+/* The elementwise loops below take restrict pointers and local sizes: int8 stores may
+ * alias anything, so through struct fields the compiler reloads every pointer each
+ * iteration and vectorises nothing. */
+
+/* row[r] +/-= (xb * a[r]) >> shift: the rank-1 term of one member. */
+static void add_rank1(int32_t *restrict row, const int8_t *restrict a, int32_t rows, int32_t xb, int32_t shift,
+                      int8_t sign) {
+    if (sign > 0)
+        for (int32_t r = 0; r < rows; r++) row[r] += (xb * a[r]) >> shift;
+    else
+        for (int32_t r = 0; r < rows; r++) row[r] -= (xb * a[r]) >> shift;
+}
+
 /* acc[i, r] = W[r]·x_i + s_i * ((x_i·B_i) * A_i[r] >> noise_shift) for every member i. */
 static void linear_acc(const egg_model *m, const egg_block *b, int tensor, const int8_t *x, int32_t *acc) {
     const egg_tensor *t = &m->tensors[tensor];
+    const int32_t rows = t->rows, cols = t->cols;
     const egg_kernels *k = egg_active_kernels();
-    k->gemm(b->members, t->rows, t->cols, x, t->cols, m->weights + t->offset, t->cols, acc, t->rows);
+    k->gemm(b->members, rows, cols, x, cols, m->weights + t->offset, cols, acc, rows);
     for (int32_t i = 0; i < b->members; i++) {
         if (!b->signs[i]) continue;
-        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
-        const int32_t xb = k->dot(x + (int64_t)i * t->cols, bn, t->cols);
-        int32_t *row = acc + (int64_t)i * t->rows;
-        if (b->signs[i] > 0)
-            for (int32_t r = 0; r < t->rows; r++) row[r] += (xb * a[r]) >> m->cfg.noise_shift;
-        else
-            for (int32_t r = 0; r < t->rows; r++) row[r] -= (xb * a[r]) >> m->cfg.noise_shift;
+        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + rows;
+        const int32_t xb = k->dot(x + (int64_t)i * cols, bn, cols);
+        add_rank1(acc + (int64_t)i * rows, a, rows, xb, m->cfg.noise_shift, b->signs[i]);
     }
 }
 
@@ -144,8 +165,8 @@ static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *
             continue;
         }
         const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
-        for (int32_t c = 0; c < h; c++)
-            out[c] = sat8(row[c] + b->signs[i] * ((a[tok] * bn[c]) >> m->cfg.noise_shift));
+        const int32_t at = a[tok], shift = m->cfg.noise_shift, sign = b->signs[i];
+        for (int32_t c = 0; c < h; c++) out[c] = sat8(row[c] + sign * ((at * bn[c]) >> shift));
     }
 }
 
@@ -155,6 +176,12 @@ static void norm_all(const egg_model *m, const workspace *w, int32_t members, in
         layer_norm(w->resid + (int64_t)i * h, member_vector(m, w, i, tensor), h, out + (int64_t)i * h);
 }
 
+/* out = sat8((ax >> sh) + (ah >> sh) + bias) over one member's h values. */
+static void gru_combine(const int32_t *restrict ax, const int32_t *restrict ah, const int8_t *restrict bias,
+                        int32_t h, int32_t sh, int8_t *restrict out) {
+    for (int32_t c = 0; c < h; c++) out[c] = sat8((ax[c] >> sh) + (ah[c] >> sh) + bias[c]);
+}
+
 /* gate or candidate: sat8((W·x >> sh) + (U·h >> sh) + bias) */
 static void gru_preactivation(const egg_model *m, const egg_block *b, workspace *w, int w_id, int u_id,
                               int bias_id, const int8_t *hidden, int8_t *out) {
@@ -162,12 +189,36 @@ static void gru_preactivation(const egg_model *m, const egg_block *b, workspace 
     linear_acc(m, b, w_id, w->x, w->acc_x);
     linear_acc(m, b, u_id, hidden, w->acc_h);
     for (int32_t i = 0; i < b->members; i++) {
-        const int8_t *bias = member_vector(m, w, i, bias_id);
-        for (int32_t c = 0; c < h; c++) {
-            const int64_t j = (int64_t)i * h + c;
-            out[j] = sat8((int64_t)(w->acc_x[j] >> sh) + (w->acc_h[j] >> sh) + bias[c]);
-        }
+        const int64_t j = (int64_t)i * h;
+        gru_combine(w->acc_x + j, w->acc_h + j, member_vector(m, w, i, bias_id), h, sh, out + j);
     }
+}
+
+/* The GRU state update and the residual add, over n values. */
+static void gru_update(const int8_t *restrict gate, const int8_t *restrict cand, int64_t n, int8_t *restrict hidden,
+                       int8_t *restrict resid) {
+    for (int64_t j = 0; j < n; j++) {
+        const int32_t hv = hidden[j];
+        const int32_t next = hv + (((gate[j] + 128) * (cand[j] - hv)) >> 8);
+        hidden[j] = (int8_t)next;
+        resid[j] = sat8(resid[j] + next);
+    }
+}
+
+/* max(sat8(acc >> sh), 0), as one clamp to [0, 127]. */
+static void relu_shift(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict out) {
+    for (int64_t j = 0; j < n; j++) {
+        const int32_t v = acc[j] >> sh;
+        out[j] = (int8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
+    }
+}
+
+static void residual_add(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict resid) {
+    for (int64_t j = 0; j < n; j++) resid[j] = sat8(resid[j] + sat8(acc[j] >> sh));
+}
+
+static void shift_sat(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict out) {
+    for (int64_t j = 0; j < n; j++) out[j] = sat8(acc[j] >> sh);
 }
 
 static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int32_t l) {
@@ -179,29 +230,21 @@ static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int
     gru_preactivation(m, b, w, ids->w_gate, ids->u_gate, ids->b_gate, hidden, w->gate);
     int8_t *cand = w->up; /* free until the MLP below */
     gru_preactivation(m, b, w, ids->w_cand, ids->u_cand, ids->b_cand, hidden, cand);
-    for (int64_t j = 0; j < (int64_t)n * h; j++) {
-        const int32_t hv = hidden[j];
-        const int32_t next = hv + (((w->gate[j] + 128) * (cand[j] - hv)) >> 8);
-        hidden[j] = (int8_t)next;
-        w->resid[j] = sat8(w->resid[j] + next);
-    }
+    gru_update(w->gate, cand, (int64_t)n * h, hidden, w->resid);
 
     norm_all(m, w, n, ids->norm2, w->x);
     linear_acc(m, b, ids->up, w->x, w->acc_x);
     const int32_t sh_up = egg_matmul_shift(m, h), sh_down = egg_matmul_shift(m, mh);
-    for (int64_t j = 0; j < (int64_t)n * mh; j++) {
-        const int8_t v = sat8(w->acc_x[j] >> sh_up);
-        w->up[j] = v > 0 ? v : 0;
-    }
+    relu_shift(w->acc_x, (int64_t)n * mh, sh_up, w->up);
     linear_acc(m, b, ids->down, w->up, w->acc_x);
-    for (int64_t j = 0; j < (int64_t)n * h; j++) w->resid[j] = sat8(w->resid[j] + sat8(w->acc_x[j] >> sh_down));
+    residual_add(w->acc_x, (int64_t)n * h, sh_down, w->resid);
 }
 
 static void head(const egg_model *m, const egg_block *b, workspace *w) {
     const int32_t sh = egg_matmul_shift(m, m->cfg.hidden);
     norm_all(m, w, b->members, m->norm_final, w->x);
     linear_acc(m, b, m->head, w->x, w->acc_x);
-    for (int64_t j = 0; j < (int64_t)b->members * EGG_VOCAB; j++) w->logits[j] = sat8(w->acc_x[j] >> sh);
+    shift_sat(w->acc_x, (int64_t)b->members * EGG_VOCAB, sh, w->logits);
 }
 
 int egg_forward_block(const egg_model *m, const egg_block *b) {

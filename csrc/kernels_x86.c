@@ -1,46 +1,291 @@
-/* x86 kernels, compiled with function-level target attributes so one build
- * runs everywhere; kernels.c picks them only when the CPU has the feature. */
+/* x86 kernels: AVX2, AVX-VNNI and AVX-512 VNNI, compiled with function-level
+ * target attributes so one build runs everywhere; kernels.c picks one only when
+ * the CPU (and the OS, for the AVX-512 register state) supports it.
+ *
+ * All three share one register-tiled GEMM on 256-bit vectors and differ in a
+ * single step, dot4: "add four u8 x s8 products into each int32 lane".
+ *   AVX2:         vpmaddubsw (pairs -> int16) + vpmaddwd by ones (-> int32) + vpaddd
+ *   AVX-VNNI:     vpdpbusd (VEX)
+ *   AVX-512 VNNI: vpdpbusd (EVEX, on ymm registers through AVX512VL)
+ * The VNNI variants deliberately keep 256-bit vectors and the AVX2 tile: no
+ * machine this code is developed on runs them, so they mirror the tested AVX2
+ * code instead of being tuned blind.
+ *
+ * dot4 multiplies an unsigned byte u by a signed byte s. Each int8 product x·w
+ * is put in that shape exactly, in one of three ways (enum operands):
+ *   X_NONNEG: x >= 0 everywhere in X (a ReLU output): u = x, s = w.
+ *   X_OFFSET: |w| <= 64 everywhere in 4 rows of W:   u = x + 128, s = w, and
+ *             128·Σw is subtracted at the end. Pair sums stay in int16:
+ *             255·(64 + 64) = 32640 < 32767.
+ *   X_SIGNED: always valid:                            u = |x|, s = w·sign(x).
+ * The first two skip the vpsignb of the third, which costs about a quarter
+ * of the multiply throughput on Zen 3. Kernel inputs are never -128, so
+ * |x| <= 127 and every AVX2 pair sum |a·b + c·d| <= 2·127·127 = 32258 fits
+ * vpmaddubsw's saturating int16 without saturating. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 
 #include "egg_internal.h"
+
+#define AVX2 __attribute__((target("avx2")))
+#define AVXVNNI __attribute__((target("avx2,avxvnni")))
+#define AVX512VNNI __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INLINE inline __attribute__((always_inline))
+
+/* X_OFFSET needs the row sums of W: worth it only when enough X rows share them. */
+#define OFFSET_MIN_ROWS 8
 
 int egg_cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2");
 }
 
-/* |a|·(b·sign(a)) with vpmaddubsw: exact because inputs are never -128, so
- * each pair sum is at most 2·127·127 < 2^15. */
-__attribute__((target("avx2"))) static inline __m256i madd_i8(__m256i a, __m256i b) {
-    const __m256i products = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
-    return _mm256_madd_epi16(products, _mm256_set1_epi16(1));
+int egg_cpu_has_avxvnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
 }
 
-__attribute__((target("avx2"))) static inline int32_t hsum(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
+/* libgcc's and compiler-rt's checks include the OS saving the AVX-512 registers (XCR0). */
+int egg_cpu_has_avx512vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
 }
 
-__attribute__((target("avx2"))) static int32_t dot_avx2(const int8_t *a, const int8_t *b, int32_t n) {
-    __m256i acc = _mm256_setzero_si256();
+/* ---- the instruction-set-specific step: acc[i] += u[4i]·s[4i] + ... + u[4i+3]·s[4i+3] */
+
+typedef __m256i (*dot4_fn)(__m256i acc, __m256i u, __m256i s);
+
+AVX2 static INLINE __m256i dot4_avx2(__m256i acc, __m256i u, __m256i s) {
+    const __m256i pairs = _mm256_maddubs_epi16(u, s);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+AVXVNNI static INLINE __m256i dot4_avxvnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(acc, u, s);
+}
+
+AVX512VNNI static INLINE __m256i dot4_avx512vnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+}
+
+/* ---- the shared GEMM. Every function below is AVX2 and always inlined into a
+ * kernel whose target includes AVX2, where dot4 is a constant and inlined too. */
+
+enum operands { X_NONNEG, X_OFFSET, X_SIGNED };
+
+AVX2 static INLINE __m256i load(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* The unsigned operand standing for x. */
+AVX2 static INLINE __m256i unsigned_x(enum operands mode, __m256i x) {
+    return mode == X_NONNEG ? x : mode == X_OFFSET ? _mm256_xor_si256(x, _mm256_set1_epi8(-128))
+                                                   : _mm256_abs_epi8(x);
+}
+
+/* acc += x·w, with u = unsigned_x(mode, x). */
+AVX2 static INLINE __m256i mac(dot4_fn dot4, enum operands mode, __m256i acc, __m256i u, __m256i x, __m256i w) {
+    return dot4(acc, u, mode == X_SIGNED ? _mm256_sign_epi8(w, x) : w);
+}
+
+/* The horizontal sums of four accumulators, in order. */
+AVX2 static INLINE __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* y[j] = sums[j] + (add ? y[j] : base[j]) for the first nj of 4 outputs. */
+AVX2 static INLINE void store4(__m128i sums, int nj, int add, const int32_t base[4], int32_t *y) {
+    if (nj == 4 && !add) {
+        _mm_storeu_si128((__m128i *)y, _mm_add_epi32(sums, _mm_loadu_si128((const __m128i *)base)));
+        return;
+    }
+    int32_t s[4];
+    _mm_storeu_si128((__m128i *)s, sums);
+    for (int j = 0; j < nj; j++) y[j] = s[j] + (add ? y[j] : base[j]);
+}
+
+/* An empty asm that takes the accumulators in registers and gives them back: it
+ * emits nothing but stops GCC 12 from hoisting all eight products of a step
+ * ahead of their sums, which needs more than 16 ymm registers and spilled
+ * accumulators to the stack in every step (the tile ran ~25% slower). */
+#define KEEP_IN_REGISTERS(a, b, c, d, e, f, g, h) \
+    __asm__("" : "+x"(a), "+x"(b), "+x"(c), "+x"(d), "+x"(e), "+x"(f), "+x"(g), "+x"(h))
+
+/* Sums over the first k32 (a multiple of 32) columns of 2 X rows times 4 W rows,
+ * stored through store4. Register budget, 16 ymm: 8 accumulators, 2 X rows and
+ * their unsigned forms, one W row at a time, a temporary and vpmaddwd's ones.
+ * The accumulators are named variables, not an array, for the same reason. */
+AVX2 static INLINE void tile2x4(dot4_fn dot4, enum operands mode, int32_t k32, const int8_t *x, int64_t ldx,
+                                const int8_t *const w[4], int nj, int add, const int32_t base[4], int32_t *y,
+                                int64_t ldy) {
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;
+    __m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    for (int32_t p = 0; p < k32; p += 32) {
+        const __m256i x0 = load(x + p), x1 = load(x + ldx + p);
+        const __m256i u0 = unsigned_x(mode, x0), u1 = unsigned_x(mode, x1);
+        __m256i wj = load(w[0] + p);
+        a00 = mac(dot4, mode, a00, u0, x0, wj);
+        a10 = mac(dot4, mode, a10, u1, x1, wj);
+        wj = load(w[1] + p);
+        a01 = mac(dot4, mode, a01, u0, x0, wj);
+        a11 = mac(dot4, mode, a11, u1, x1, wj);
+        wj = load(w[2] + p);
+        a02 = mac(dot4, mode, a02, u0, x0, wj);
+        a12 = mac(dot4, mode, a12, u1, x1, wj);
+        wj = load(w[3] + p);
+        a03 = mac(dot4, mode, a03, u0, x0, wj);
+        a13 = mac(dot4, mode, a13, u1, x1, wj);
+        KEEP_IN_REGISTERS(a00, a01, a02, a03, a10, a11, a12, a13);
+    }
+    store4(reduce4(a00, a01, a02, a03), nj, add, base, y);
+    store4(reduce4(a10, a11, a12, a13), nj, add, base, y + ldy);
+}
+
+/* The same for the last X row when rows_x is odd (and for every row of a GEMV). */
+AVX2 static INLINE void tile1x4(dot4_fn dot4, enum operands mode, int32_t k32, const int8_t *x,
+                                const int8_t *const w[4], int nj, int add, const int32_t base[4], int32_t *y) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int32_t p = 0; p < k32; p += 32) {
+        const __m256i x0 = load(x + p), u0 = unsigned_x(mode, x0);
+        a0 = mac(dot4, mode, a0, u0, x0, load(w[0] + p));
+        a1 = mac(dot4, mode, a1, u0, x0, load(w[1] + p));
+        a2 = mac(dot4, mode, a2, u0, x0, load(w[2] + p));
+        a3 = mac(dot4, mode, a3, u0, x0, load(w[3] + p));
+    }
+    store4(reduce4(a0, a1, a2, a3), nj, add, base, y);
+}
+
+/* rows (1 or 2) X rows times a panel of 4 W rows: the 32-byte steps in place, then
+ * the last k % 32 columns as one more step on zero-padded copies. A zero column
+ * adds nothing in any mode: 0·w, and (0 + 128)·0 for X_OFFSET. */
+AVX2 static INLINE void tile(dot4_fn dot4, enum operands mode, int rows, int32_t k, const int8_t *x, int64_t ldx,
+                             const int8_t *const w[4], int nj, const int32_t base[4], int32_t *y, int64_t ldy) {
+    const int32_t k32 = k & ~31, rest = k - k32;
+    if (rows == 2)
+        tile2x4(dot4, mode, k32, x, ldx, w, nj, 0, base, y, ldy);
+    else
+        tile1x4(dot4, mode, k32, x, w, nj, 0, base, y);
+    if (!rest) return;
+    int8_t xt[2][32] = {{0}}, wt[4][32] = {{0}};
+    for (int i = 0; i < rows; i++) memcpy(xt[i], x + i * ldx + k32, (size_t)rest);
+    for (int j = 0; j < 4; j++) memcpy(wt[j], w[j] + k32, (size_t)rest);
+    const int8_t *const wtail[4] = {wt[0], wt[1], wt[2], wt[3]};
+    if (rows == 2)
+        tile2x4(dot4, mode, 32, xt[0], 32, wtail, nj, 1, base, y, ldy);
+    else
+        tile1x4(dot4, mode, 32, xt[0], wtail, nj, 1, base, y);
+}
+
+/* 1 when every |w| <= 64 in the panel; then base[j] = -128·Σw[j], the X_OFFSET
+ * correction. The row sums come from dot4 itself, with u = 1. */
+AVX2 static INLINE int panel_offset_base(dot4_fn dot4, int32_t k, const int8_t *const w[4], int32_t base[4]) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    __m256i big = _mm256_setzero_si256(), s0 = big, s1 = big, s2 = big, s3 = big;
+    const int32_t k32 = k & ~31;
+    for (int32_t p = 0; p < k32; p += 32) {
+        const __m256i w0 = load(w[0] + p), w1 = load(w[1] + p), w2 = load(w[2] + p), w3 = load(w[3] + p);
+        const __m256i m = _mm256_max_epu8(_mm256_max_epu8(_mm256_abs_epi8(w0), _mm256_abs_epi8(w1)),
+                                          _mm256_max_epu8(_mm256_abs_epi8(w2), _mm256_abs_epi8(w3)));
+        big = _mm256_or_si256(big, _mm256_cmpgt_epi8(m, _mm256_set1_epi8(64)));
+        s0 = dot4(s0, ones, w0);
+        s1 = dot4(s1, ones, w1);
+        s2 = dot4(s2, ones, w2);
+        s3 = dot4(s3, ones, w3);
+    }
+    if (_mm256_movemask_epi8(big)) return 0;
+    int32_t sum[4];
+    _mm_storeu_si128((__m128i *)sum, reduce4(s0, s1, s2, s3));
+    for (int j = 0; j < 4; j++)
+        for (int32_t p = k32; p < k; p++) {
+            if (w[j][p] > 64 || w[j][p] < -64) return 0;
+            sum[j] += w[j][p];
+        }
+    for (int j = 0; j < 4; j++) base[j] = -128 * sum[j];
+    return 1;
+}
+
+/* 1 when no byte of the rows_x x k block of X is negative (about 1/rows_w of the
+ * GEMM's own work). */
+AVX2 static INLINE int all_nonneg(int32_t rows_x, int32_t k, const int8_t *x, int64_t ldx) {
+    __m256i any = _mm256_setzero_si256();
+    int tail = 0;
+    for (int32_t i = 0; i < rows_x; i++) {
+        const int8_t *row = x + i * ldx;
+        int32_t p = 0;
+        for (; p + 32 <= k; p += 32) any = _mm256_or_si256(any, load(row + p));
+        for (; p < k; p++) tail |= row[p] < 0;
+    }
+    return !_mm256_movemask_epi8(any) && !tail;
+}
+
+AVX2 static INLINE void panel(dot4_fn dot4, enum operands mode, int32_t rows_x, int32_t k, const int8_t *x,
+                              int64_t ldx, const int8_t *const w[4], int nj, const int32_t base[4], int32_t *y,
+                              int64_t ldy) {
     int32_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        acc = _mm256_add_epi32(acc, madd_i8(_mm256_loadu_si256((const __m256i *)(a + i)),
-                                            _mm256_loadu_si256((const __m256i *)(b + i))));
-    int32_t sum = hsum(acc);
-    for (; i < n; i++) sum += a[i] * b[i];
+    for (; i + 2 <= rows_x; i += 2) tile(dot4, mode, 2, k, x + i * ldx, ldx, w, nj, base, y + i * ldy, ldy);
+    if (i < rows_x) tile(dot4, mode, 1, k, x + i * ldx, ldx, w, nj, base, y + i * ldy, ldy);
+}
+
+/* Loop order: a panel of 4 W rows (4·k bytes) stays in L1 while every row of X
+ * streams past it from L2, so each W row is read from memory once per call.
+ * Each panel uses the cheapest exact operand mode its values allow. */
+AVX2 static INLINE void gemm_any(dot4_fn dot4, int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x,
+                                 int64_t ldx, const int8_t *w, int64_t ldw, int32_t *y, int64_t ldy) {
+    const int x_nonneg = all_nonneg(rows_x, k, x, ldx);
+    for (int32_t j = 0; j < rows_w; j += 4) {
+        const int nj = rows_w - j < 4 ? rows_w - j : 4;
+        const int8_t *wp[4];
+        for (int c = 0; c < 4; c++) wp[c] = w + (int64_t)(j + (c < nj ? c : nj - 1)) * ldw; /* repeat the last */
+        int32_t base[4] = {0, 0, 0, 0};
+        if (x_nonneg)
+            panel(dot4, X_NONNEG, rows_x, k, x, ldx, wp, nj, base, y + j, ldy);
+        else if (rows_x >= OFFSET_MIN_ROWS && panel_offset_base(dot4, k, wp, base))
+            panel(dot4, X_OFFSET, rows_x, k, x, ldx, wp, nj, base, y + j, ldy);
+        else
+            panel(dot4, X_SIGNED, rows_x, k, x, ldx, wp, nj, base, y + j, ldy);
+    }
+}
+
+AVX2 static INLINE int32_t dot_any(dot4_fn dot4, const int8_t *a, const int8_t *b, int32_t n) {
+    __m256i acc = _mm256_setzero_si256();
+    int32_t p = 0;
+    for (; p + 32 <= n; p += 32) {
+        const __m256i va = load(a + p);
+        acc = mac(dot4, X_SIGNED, acc, unsigned_x(X_SIGNED, va), va, load(b + p));
+    }
+    const __m256i zero = _mm256_setzero_si256();
+    int32_t sum = _mm_cvtsi128_si32(reduce4(acc, zero, zero, zero));
+    for (; p < n; p++) sum += a[p] * b[p];
     return sum;
 }
 
-__attribute__((target("avx2"))) static void gemm_avx2(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x,
-                                                     int64_t ldx, const int8_t *w, int64_t ldw, int32_t *y,
-                                                     int64_t ldy) {
-    for (int32_t i = 0; i < rows_x; i++)
-        for (int32_t j = 0; j < rows_w; j++) y[i * ldy + j] = dot_avx2(x + i * ldx, w + j * ldw, k);
+/* ---- the three kernels: the same code, each with its own dot4 */
+
+AVX2 static void gemm_avx2(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x, int64_t ldx,
+                           const int8_t *w, int64_t ldw, int32_t *y, int64_t ldy) {
+    gemm_any(dot4_avx2, rows_x, rows_w, k, x, ldx, w, ldw, y, ldy);
+}
+AVX2 static int32_t dot_avx2(const int8_t *a, const int8_t *b, int32_t n) { return dot_any(dot4_avx2, a, b, n); }
+
+AVXVNNI static void gemm_avxvnni(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x, int64_t ldx,
+                                 const int8_t *w, int64_t ldw, int32_t *y, int64_t ldy) {
+    gemm_any(dot4_avxvnni, rows_x, rows_w, k, x, ldx, w, ldw, y, ldy);
+}
+AVXVNNI static int32_t dot_avxvnni(const int8_t *a, const int8_t *b, int32_t n) {
+    return dot_any(dot4_avxvnni, a, b, n);
+}
+
+AVX512VNNI static void gemm_avx512vnni(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x, int64_t ldx,
+                                       const int8_t *w, int64_t ldw, int32_t *y, int64_t ldy) {
+    gemm_any(dot4_avx512vnni, rows_x, rows_w, k, x, ldx, w, ldw, y, ldy);
+}
+AVX512VNNI static int32_t dot_avx512vnni(const int8_t *a, const int8_t *b, int32_t n) {
+    return dot_any(dot4_avx512vnni, a, b, n);
 }
 
 const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2};
+const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni};
+const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni};
 #endif

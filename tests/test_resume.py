@@ -47,8 +47,8 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict, dict]:
     return cwd, final_state(cwd, "A"), logged_losses(cwd, "A")
 
 
-def start_training(cwd: Path, run_dir: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mlm.egg", *TRAIN, "--steps", str(STEPS), "--threads", "2",
+def start_training(cwd: Path, run_dir: str, steps: int = STEPS, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mlm.egg", *TRAIN, "--steps", str(steps), "--threads", "2",
                              "--run-dir", run_dir], cwd=cwd, env=cli_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -116,7 +116,7 @@ def test_signal_saves_and_stops(workdir: Path, uninterrupted, sig: int, code: in
 
 
 def test_second_trainer_is_refused_naming_the_holder(workdir: Path) -> None:
-    proc = start_training(workdir, "E")
+    proc = start_training(workdir, "E", steps=1_000_000)  # still running when the second trainer starts
     try:
         wait_for_checkpoint(workdir, "E", 5, proc)
         second = run_cli("train", "--steps", "2", "--run-dir", "E", cwd=workdir)

@@ -299,6 +299,11 @@ def sweep(config, results, dry_run) -> None:
     sys.exit(run_sweep(config, results, dry_run))
 
 
+from mlm.egg.bench import bench_command  # noqa: E402
+
+main.add_command(bench_command)
+
+
 def run() -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
     try:
