@@ -10,6 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: A fixed git identity and no user configuration, so fixture commits work on a fresh CI machine.
+GIT_IDENTITY = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
 REPETITIVE_LINES = (
     b"const a = new Vector3( 1, 2, 3 );\n",
     b"function add( a, b ) { return a + b; }\n",

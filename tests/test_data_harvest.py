@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import GIT_IDENTITY
 from mlm.data import harvest
 from mlm.data.corpus import load_corpus
 from mlm.data.split import split_files
@@ -18,14 +19,6 @@ from mlm.errors import MlmError
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 2000
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
 NON_ASCII = "src/ünï/ñame.js"
 V1_FILES = {
     "examples/jsm/e.js",
@@ -47,7 +40,7 @@ V2_FILES = (V1_FILES - {"src/math/m.js"}) | {"src/v2only.js"}
 
 def env(**extra: str) -> dict[str, str]:
     """Environment for git and the CLI: fixed identity, no user config, the package importable."""
-    result = {**os.environ, **GIT_ENV, **extra}
+    result = {**os.environ, **GIT_IDENTITY, **extra}
     result["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return result
 

@@ -10,22 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import GIT_IDENTITY
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "build_threejs_dataset.sh"
-IDENTITY = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
 
 
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` with a fixed identity and no user configuration."""
     done = subprocess.run(
-        ["git", *args], cwd=repo, env={**os.environ, **IDENTITY}, check=True, capture_output=True, text=True
+        ["git", *args], cwd=repo, env={**os.environ, **GIT_IDENTITY}, check=True, capture_output=True, text=True
     )
     return done.stdout.strip()
 
@@ -52,7 +46,7 @@ def run_script(cwd: Path, **variables: str) -> subprocess.CompletedProcess[str]:
     environ = {
         k: v for k, v in os.environ.items() if k not in {"REPO_URL", "REPO_REF", "INCLUDE", "OUT", "CACHE"}
     }
-    environ.update(IDENTITY, PYTHON=sys.executable, **variables)
+    environ.update(GIT_IDENTITY, PYTHON=sys.executable, **variables)
     return subprocess.run([str(SCRIPT)], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120)
 
 

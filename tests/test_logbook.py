@@ -10,19 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli_env, headered_corpus, run_cli
+from conftest import GIT_IDENTITY, cli_env, headered_corpus, run_cli
 from mlm.egg import reference as ref
 from mlm.egg.checkpoint import read_checkpoint
 from mlm.egg.evaluate import EVAL_CHUNK
 from mlm.egg.logbook import RESULTS_COLUMNS
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
-
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV}).stdout.strip()
+                          env={**os.environ, **GIT_IDENTITY}).stdout.strip()
 
 
 @pytest.fixture
