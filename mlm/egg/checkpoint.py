@@ -142,6 +142,10 @@ class Checkpoint:
         """Hex SHA-256 of the weight bytes: identifies a model independently of its step and state."""
         return hashlib.sha256(np.ascontiguousarray(self.weights).tobytes()).hexdigest()
 
+    def state_sha256(self) -> str:
+        """Hex SHA-256 of the recurrent-state bytes: with the weights, what a resumed run must reproduce."""
+        return hashlib.sha256(np.ascontiguousarray(self.state).tobytes()).hexdigest()
+
     @property
     def tracked_metric(self) -> float | None:
         """The current value of the metric named by ``best_metric_name``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -203,7 +204,7 @@ def ckpt_list(run_dir, as_json) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
-    import time as _time
+    from mlm.egg.display import format_metric
 
     for r in rows:
         if not r["exists"]:
@@ -211,10 +212,9 @@ def ckpt_list(run_dir, as_json) -> None:
         if not r["valid"]:
             click.echo(f"{r['name']:14} INVALID: {r['reason']}")
             continue
-        when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(r["created"]))
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        click.echo(f"{r['name']:14} step {r['step']:>7}  {when}  train_loss {fmt(r['train_loss'])}  "
-                   f"val_bpb {fmt(r['val_bpb'])}  best {r['tracks']} {fmt(r['best_metric'])}")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
+        click.echo(f"{r['name']:14} step {r['step']:>7}  {when}  train_loss {format_metric(r['train_loss'])}  "
+                   f"val_bpb {format_metric(r['val_bpb'])}  best {r['tracks']} {format_metric(r['best_metric'])}")
     if not any(r["exists"] for r in rows):
         click.echo(f"no checkpoints in {run_dir}")
 
@@ -231,7 +231,7 @@ def ckpt_show(path, as_json) -> None:
         raise MlmError(f"{path} does not exist: pass a checkpoint file (see `python -m mlm.egg ckpt list`)")
     c = read_checkpoint(path, expected_sizes)
     info = {"path": str(path), "step": c.step, "run_seed": c.run_seed, "data_cursor": c.data_cursor,
-            "weights_sha256": c.weights_sha256(), "state_sha256": _sha256(c.state), "metrics": c.metrics,
+            "weights_sha256": c.weights_sha256(), "state_sha256": c.state_sha256(), "metrics": c.metrics,
             "best_metric_name": c.best_metric_name, "created": c.created, "config": c.config.to_dict(),
             "extra": c.extra}
     if as_json:
@@ -239,12 +239,6 @@ def ckpt_show(path, as_json) -> None:
     else:
         for key, value in info.items():
             click.echo(f"{key:17} {value}")
-
-
-def _sha256(array) -> str:
-    import hashlib
-
-    return hashlib.sha256(array.tobytes()).hexdigest()
 
 
 @main.command()

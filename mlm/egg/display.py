@@ -52,7 +52,8 @@ class QuietDisplay(Display):
         pass
 
 
-def _fmt(value: float | None) -> str:
+def format_metric(value: float | None) -> str:
+    """A loss or val_bpb for display; "-" when not known yet."""
     return "-" if value is None else f"{value:.4f}"
 
 
@@ -90,9 +91,10 @@ class LiveDisplay(Display):
     def _render(self) -> Group:
         s = self.snapshot
         table = Table.grid(padding=(0, 2))
-        table.add_row("step", str(s.step), "train loss", _fmt(s.train_loss), "val_bpb", _fmt(s.val_bpb))
+        table.add_row("step", str(s.step), "train loss", format_metric(s.train_loss),
+                      "val_bpb", format_metric(s.val_bpb))
         table.add_row("pop-tok/s", "-" if s.pop_tok_per_s is None else f"{s.pop_tok_per_s:,.0f}",
-                      f"best {s.best_name}", _fmt(s.best), "", "")
+                      f"best {s.best_name}", format_metric(s.best), "", "")
         if s.baselines:
             table.add_row("baselines", s.baselines, "", "", "", "")
         parts = [self.progress, table]
