@@ -26,7 +26,11 @@ typedef struct egg_config {
     int32_t noise_shift;       /* perturbation A[r]*B[c] >> noise_shift */
     int32_t threshold_z_q8;    /* vote threshold z in 1/256 units */
     int32_t alpha_decay_steps; /* updated fraction D/(t+D); 0 = always 1 */
+    int32_t z_growth_steps;    /* threshold z * sqrt((t+G)/G), at most 16; 0 = constant z */
     int32_t shift_base;        /* matmul shift = shift_base + floor(log2(cols)/2) */
+    int32_t fitness_levels;    /* pair fitness = sign * (1..levels by rank of |loss difference|) */
+    int32_t sparse_embedding_votes; /* 1: an embedding row is voted on only by pairs whose window has its byte */
+    int32_t vote_memory;       /* 1: votes add up across steps in a per-weight memory (see egg_vote_memory) */
 } egg_config;
 
 typedef struct egg_model egg_model;
@@ -41,6 +45,10 @@ int64_t egg_weights_size(const egg_model *m);
 int8_t *egg_weights(egg_model *m);
 int64_t egg_state_size(const egg_model *m);   /* population * layers * hidden */
 int8_t *egg_state(egg_model *m);
+/* Per-weight vote memory, in 1/256 of a step's vote spread: weights-size entries when
+ * cfg.vote_memory, else 0 (and NULL). Part of the training state, like the weights. */
+int64_t egg_vote_memory_size(const egg_model *m);
+int16_t *egg_vote_memory(egg_model *m);
 
 /* Tensor table, for export and inspection. */
 int32_t egg_num_tensors(const egg_model *m);

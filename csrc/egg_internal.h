@@ -12,6 +12,7 @@
 #define EGG_ALPHA_STREAM 0xFFFFFFFFULL
 #define EGG_INIT_STREAM 0xFFFFFFFEULL
 #define EGG_LOSS_FRAC_BITS 16
+#define EGG_MAX_Z_Q8 4096 /* the largest vote threshold, 16 spreads: keeps vote_threshold() in 64 bits */
 
 enum egg_kind { EGG_EMBEDDING, EGG_MATRIX, EGG_NORM, EGG_BIAS };
 
@@ -40,6 +41,7 @@ struct egg_model {
     int64_t vec_len;     /* sum of vector sizes: one member's perturbed vectors */
     int8_t *weights;
     int8_t *state;
+    int16_t *vote_memory; /* one per weight when cfg.vote_memory, else NULL */
     int32_t threads;
     int32_t batched;
 };

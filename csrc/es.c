@@ -49,12 +49,27 @@ static uint64_t isqrt64(uint64_t n) {
     return r;
 }
 
-/* floor(z * sigma^2 * sqrt(pairs)), sigma^2 = (4^k - 1) / 6: see vote_threshold() in reference.py. */
-static int64_t vote_threshold(const egg_config *c, int64_t nonzero_pairs) {
+/* floor(z * sigma^2 * sqrt(sum of f^2 over the voters)), sigma^2 = (4^k - 1) / 6, z in 1/256 units: see
+ * vote_threshold() in reference.py. */
+static int64_t vote_threshold(const egg_config *c, int64_t fitness_energy, int64_t z_q8) {
     const uint64_t spread = (1ULL << (2 * c->noise_bits)) - 1;
-    const uint64_t num = (uint64_t)c->threshold_z_q8 * (uint64_t)c->threshold_z_q8 * spread * spread *
-                         (uint64_t)nonzero_pairs;
+    const uint64_t num = (uint64_t)z_q8 * (uint64_t)z_q8 * spread * spread * (uint64_t)fitness_energy;
     return (int64_t)isqrt64(num / (36ULL * 65536ULL));
+}
+
+/* vote * 256 / spread, rounded towards zero: a vote in 1/256 of its null spread. */
+static int64_t scaled_vote(int64_t vote, int64_t spread) {
+    const int64_t q = ((vote < 0 ? -vote : vote) << 8) / (spread ? spread : 1);
+    return vote < 0 ? -q : q;
+}
+
+/* z_t = min(4096, floor(z * sqrt((t + G) / G))) in 1/256 units: the threshold grows over
+ * G = z_growth_steps, so weights move less often as training settles (z when G = 0). */
+static int64_t threshold_z_at(const egg_config *c, int64_t step) {
+    const int64_t z = c->threshold_z_q8, g = c->z_growth_steps;
+    if (!g) return z;
+    const int64_t grown = (int64_t)isqrt64((uint64_t)(z * z) * (uint64_t)(step + g) / (uint64_t)g);
+    return grown < EGG_MAX_Z_Q8 ? grown : EGG_MAX_Z_Q8;
 }
 
 static int64_t alpha_q16(const egg_config *c, int64_t step) {
@@ -120,24 +135,71 @@ typedef struct update_task_def {
 typedef struct update_job {
     const egg_model *m;
     uint64_t seed;
-    int64_t voters, tau, alpha;
-    const int8_t *noise;     /* pairs x noise_len */
-    const int32_t *voter;    /* pair index of each voter */
-    const int8_t *vote_sign; /* fitness of each voter */
-    const int8_t *b_t;       /* the current tensor's B: cols x voters */
+    int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
+    const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
+    const int64_t *row_energy; /* the current tensor's per-row energy, or NULL: every row has `energy` */
+    const int8_t *noise;       /* pairs x noise_len */
+    const int32_t *voter;      /* pair index of each voter */
+    const int8_t *vote_sign;   /* fitness of each voter */
+    const int8_t *b_t;         /* the current tensor's B: cols x voters */
     const update_task_def *tasks; /* the current tensor's row blocks */
     int64_t *moved;               /* weights moved by task slot i, summed over tensors */
     int failed;
 } update_job;
 
 /* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k the noise of voter k: rows of A
- * (signed by fitness f) or of B (unsigned). */
-static void transpose_noise(const update_job *job, int64_t offset, int32_t n, int with_sign, int8_t *out) {
+ * (signed by fitness f) or of B (unsigned). With `rows_from` >= 0 (embedding rows rows_from..),
+ * a voter whose window does not contain byte rows_from + i contributes 0 to that row. */
+static void transpose_noise(const update_job *job, int64_t offset, int32_t n, int with_sign, int32_t rows_from,
+                            int8_t *out) {
     for (int64_t k = 0; k < job->voters; k++) {
         const int8_t *v = job->noise + job->voter[k] * job->m->noise_len + offset;
         const int8_t f = with_sign ? job->vote_sign[k] : 1;
-        for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(f * v[i]);
+        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
+        for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(rows_from < 0 || present[i] ? f * v[i] : 0);
     }
+}
+
+/* Is weight `index` of tensor `key`'s alpha stream among this step's updated fraction? */
+static int alpha_keeps(const update_job *job, uint64_t key, int64_t index) {
+    return (int64_t)(stream_word(key, index) & 0xFFFF) < job->alpha;
+}
+
+/* The weight moves one step towards the sign of `direction` unless that leaves [-127, 127]. */
+static int nudge(int8_t *w, int64_t direction) {
+    const int next = *w + (direction > 0 ? 1 : -1);
+    if (next > 127 || next < -127) return 0;
+    *w = (int8_t)next;
+    return 1;
+}
+
+/* One row's votes, no memory: a weight moves when |vote| passes z times the vote's null spread. */
+static int64_t apply_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
+                           int64_t energy, int8_t *w) {
+    const int64_t tau = vote_threshold(&job->m->cfg, energy, job->z);
+    int64_t moved = 0;
+    for (int32_t j = 0; j < n; j++) {
+        const int64_t v = vote[j];
+        if ((v < 0 ? -v : v) > tau && alpha_keeps(job, key, first + j)) moved += nudge(&w[j], v);
+    }
+    return moved;
+}
+
+/* One row's votes with memory: each weight adds its vote, in 1/256 of the vote's null spread,
+ * to its memory, and moves when the memory passes z, spending z of it. */
+static int64_t remember_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
+                              int64_t energy, int8_t *w, int16_t *memory) {
+    const int64_t spread = vote_threshold(&job->m->cfg, energy, 256), z = job->z;
+    int64_t moved = 0;
+    for (int32_t j = 0; j < n; j++) {
+        int64_t mem = memory[j] + scaled_vote(vote[j], spread);
+        if ((mem > z || mem < -z) && alpha_keeps(job, key, first + j) && nudge(&w[j], mem)) {
+            mem -= mem > 0 ? z : -z;
+            moved++;
+        }
+        memory[j] = (int16_t)(mem > z ? z : mem < -z ? -z : mem);
+    }
+    return moved;
 }
 
 static void vote_task(void *ctx, int64_t index) {
@@ -152,21 +214,21 @@ static void vote_task(void *ctx, int64_t index) {
         free(vote);
         return;
     }
-    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, a_t);
+    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, job->row_energy ? task->row0 : -1, a_t);
     egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, job->b_t, job->voters,
                                vote, t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
-    int8_t *w = job->m->weights + t->offset + (int64_t)task->row0 * t->cols;
     int64_t moved = 0;
-    for (int64_t j = 0; j < (int64_t)task->rows * t->cols; j++) {
-        const int32_t v = vote[j];
-        if ((v < 0 ? -v : v) <= job->tau) continue;
-        const int64_t index_in_tensor = (int64_t)task->row0 * t->cols + j;
-        if ((int64_t)(stream_word(key, index_in_tensor) & 0xFFFF) >= job->alpha) continue;
-        const int next = w[j] + (v > 0 ? 1 : -1);
-        if (next > 127 || next < -127) continue;
-        w[j] = (int8_t)next;
-        moved++;
+    for (int32_t r = 0; r < task->rows; r++) {
+        const int64_t energy = job->row_energy ? job->row_energy[task->row0 + r] : job->energy;
+        const int64_t first = (int64_t)(task->row0 + r) * t->cols; /* index in the tensor */
+        if (!energy) continue;
+        if (job->m->vote_memory)
+            moved += remember_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy,
+                                    job->m->weights + t->offset + first, job->m->vote_memory + t->offset + first);
+        else
+            moved += apply_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy,
+                                 job->m->weights + t->offset + first);
     }
     job->moved[index] += moved;
     free(a_t);
@@ -182,11 +244,32 @@ static int32_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t 
     return n;
 }
 
-static int apply_update(egg_model *m, uint64_t seed, int64_t step, const int8_t *noise, const int8_t *fitness,
-                        int64_t *moved_total) {
+/* present[s * 256 + b] = 1 when byte b is one of the inputs of stream s's window. */
+static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *present) {
+    memset(present, 0, (size_t)m->cfg.streams * EGG_VOCAB);
+    for (int32_t s = 0; s < m->cfg.streams; s++)
+        for (int32_t i = 0; i < m->cfg.seq_len; i++) present[s * EGG_VOCAB + windows[s * (m->cfg.seq_len + 1) + i]] = 1;
+}
+
+/* An embedding row only affects the loss of pairs whose window contains its byte, so only
+ * those pairs vote on it: its energy is the sum of their f^2. */
+static void embedding_energies(const update_job *job, int64_t *row_energy) {
+    for (int32_t r = 0; r < EGG_VOCAB; r++) {
+        row_energy[r] = 0;
+        for (int64_t k = 0; k < job->voters; k++)
+            if (job->present[(job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + r])
+                row_energy[r] += job->vote_sign[k] * job->vote_sign[k];
+    }
+}
+
+static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows, const int8_t *noise,
+                        const int8_t *fitness, int64_t *moved_total) {
     const int64_t pairs = m->cfg.population / 2;
-    int64_t voters = 0;
-    for (int64_t p = 0; p < pairs; p++) voters += fitness[p] != 0;
+    int64_t voters = 0, energy = 0;
+    for (int64_t p = 0; p < pairs; p++) {
+        voters += fitness[p] != 0;
+        energy += fitness[p] * fitness[p];
+    }
     *moved_total = 0;
     if (!voters) return 0;
 
@@ -201,18 +284,24 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const int8_t 
     int8_t *b_t = malloc((size_t)max_cols * (size_t)voters);
     update_task_def *tasks = malloc(sizeof *tasks * (size_t)max_rows);
     int64_t *moved = calloc((size_t)max_rows, sizeof *moved);
-    if (!voter || !vote_sign || !b_t || !tasks || !moved) goto done;
+    uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
+    int64_t embedding_energy[EGG_VOCAB];
+    if (!voter || !vote_sign || !b_t || !tasks || !moved || !present) goto done;
+    window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    update_job job = {m, seed, voters, vote_threshold(&m->cfg, voters), alpha_q16(&m->cfg, step), noise, voter,
-                      vote_sign, b_t, tasks, moved, 0};
+    update_job job = {m,       seed,  voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
+                      present, NULL,  noise,  voter,  vote_sign,                b_t,
+                      tasks,   moved, 0};
+    if (m->cfg.sparse_embedding_votes) embedding_energies(&job, embedding_energy);
     int32_t most_tasks = 0;
     for (int32_t t = 0; t < m->n_tensors && !job.failed; t++) {
         const egg_tensor *ten = &m->tensors[t];
-        transpose_noise(&job, ten->noise_off + ten->rows, ten->cols, 0, b_t);
+        job.row_energy = ten->kind == EGG_EMBEDDING && m->cfg.sparse_embedding_votes ? embedding_energy : NULL;
+        transpose_noise(&job, ten->noise_off + ten->rows, ten->cols, 0, -1, b_t);
         const int32_t n_tasks = plan_tensor(ten, tasks, t);
         if (n_tasks > most_tasks) most_tasks = n_tasks;
         egg_parallel_for(n_tasks, m->threads, vote_task, &job);
@@ -228,7 +317,50 @@ done:
     free(b_t);
     free(tasks);
     free(moved);
+    free(present);
     return rc;
+}
+
+/* ---- fitness: the sign of each pair's loss difference, weighted 1..levels by the rank of its
+ * size among the pairs that differ (see fitness() in reference.py). */
+
+static int compare_int64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Number of the n sorted values strictly below x. */
+static int64_t count_below(const int64_t *sorted, int64_t n, int64_t x) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int pair_fitness(const egg_model *m, const int64_t *losses, int8_t *fitness) {
+    const int64_t pairs = m->cfg.population / 2;
+    int64_t *sizes = malloc(sizeof *sizes * (size_t)pairs);
+    if (!sizes) {
+        egg_set_error("out of memory in the fitness");
+        return -1;
+    }
+    int64_t differing = 0;
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t diff = losses[2 * p + 1] - losses[2 * p];
+        if (diff) sizes[differing++] = diff < 0 ? -diff : diff;
+    }
+    qsort(sizes, (size_t)differing, sizeof *sizes, compare_int64);
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t diff = losses[2 * p + 1] - losses[2 * p];
+        const int64_t level = 1 + m->cfg.fitness_levels * count_below(sizes, differing, diff < 0 ? -diff : diff) /
+                                      (differing ? differing : 1);
+        fitness[p] = (int8_t)(diff > 0 ? level : diff < 0 ? -level : 0);
+    }
+    free(sizes);
+    return 0;
 }
 
 /* ---- phase timings of the last step on this thread, for benchmarks (egg_last_step_seconds) */
@@ -279,11 +411,8 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     if (pj.failed) goto done;
     const double t_forward = now();
 
-    for (int64_t p = 0; p < pairs; p++) {
-        const int64_t diff = losses[2 * p + 1] - losses[2 * p];
-        fitness[p] = (int8_t)((diff > 0) - (diff < 0));
-    }
-    if (apply_update(m, seed, step, noise, fitness, &moved)) goto done;
+    if (pair_fitness(m, losses, fitness)) goto done;
+    if (apply_update(m, seed, step, windows, noise, fitness, &moved)) goto done;
     const double t_update = now();
     last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, t_update - t_forward};
 

@@ -40,8 +40,10 @@ static int check_config(const egg_config *c) {
         return -1;
     }
     if (c->noise_bits < 1 || c->noise_bits > 4 || c->noise_shift < 0 || c->noise_shift > 16 ||
-        c->threshold_z_q8 < 0 || c->threshold_z_q8 > 4096 || c->alpha_decay_steps < 0 ||
-        c->shift_base < 0 || c->shift_base > 16) {
+        c->threshold_z_q8 < 0 || c->threshold_z_q8 > EGG_MAX_Z_Q8 || c->alpha_decay_steps < 0 || c->z_growth_steps < 0 ||
+        c->shift_base < 0 || c->shift_base > 16 || c->fitness_levels < 1 ||
+        c->fitness_levels * ((1 << c->noise_bits) - 1) > 127 || (c->sparse_embedding_votes & ~1) ||
+        (c->vote_memory & ~1)) {
         egg_set_error("algorithm settings out of range");
         return -1;
     }
@@ -106,7 +108,8 @@ egg_model *egg_create(const egg_config *cfg) {
     m->n_state = (int64_t)cfg->population * cfg->layers * cfg->hidden;
     m->weights = calloc((size_t)m->n_weights, 1);
     m->state = calloc((size_t)m->n_state, 1);
-    if (!m->weights || !m->state) goto oom;
+    m->vote_memory = cfg->vote_memory ? calloc((size_t)m->n_weights, sizeof *m->vote_memory) : NULL;
+    if (!m->weights || !m->state || (cfg->vote_memory && !m->vote_memory)) goto oom;
     return m;
 oom:
     egg_free(m);
@@ -120,6 +123,7 @@ void egg_free(egg_model *m) {
     free(m->layer);
     free(m->weights);
     free(m->state);
+    free(m->vote_memory);
     free(m);
 }
 
@@ -127,6 +131,8 @@ int64_t egg_weights_size(const egg_model *m) { return m->n_weights; }
 int8_t *egg_weights(egg_model *m) { return m->weights; }
 int64_t egg_state_size(const egg_model *m) { return m->n_state; }
 int8_t *egg_state(egg_model *m) { return m->state; }
+int64_t egg_vote_memory_size(const egg_model *m) { return m->vote_memory ? m->n_weights : 0; }
+int16_t *egg_vote_memory(egg_model *m) { return m->vote_memory; }
 int32_t egg_num_tensors(const egg_model *m) { return m->n_tensors; }
 
 int egg_tensor_info(const egg_model *m, int32_t index, const char **name, int32_t *rows, int32_t *cols,
@@ -160,6 +166,7 @@ void egg_init_weights(egg_model *m, uint64_t seed) {
         for (int64_t j = 0; j < n; j++) w[j] = (int8_t)((int)bytes[j] % (2 * r + 1) - r);
     }
     memset(m->state, 0, (size_t)m->n_state);
+    if (m->vote_memory) memset(m->vote_memory, 0, sizeof *m->vote_memory * (size_t)m->n_weights);
 }
 
 void egg_set_threads(egg_model *m, int32_t threads) { m->threads = threads < 1 ? 1 : threads; }

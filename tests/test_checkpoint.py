@@ -32,7 +32,7 @@ from mlm.egg.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from mlm.egg.config import PRESETS
+from mlm.egg.config import LEGACY_VALUES, PRESETS
 from mlm.errors import MlmError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -251,6 +251,17 @@ def test_damaged_file_is_reported_skipped_and_refused(tmp_path: Path, name: str)
 def test_future_version_message_says_newer_mlm() -> None:
     with pytest.raises(CheckpointError, match="newer mlm"):
         decode(DAMAGED["future version"][0], "x.ckpt")
+
+
+def test_config_predating_new_fields_keeps_the_rule_it_started_with() -> None:
+    """A file written before fitness_levels, vote_memory etc. existed resumes with the old update rule."""
+    ckpt = make_ckpt()
+    header = valid_header(ckpt)
+    for key in LEGACY_VALUES:
+        del header["config"][key]
+    old = decode(craft(json.dumps(header).encode(), payload_of(ckpt)), "old.ckpt")
+    assert {key: getattr(old.config, key) for key in LEGACY_VALUES} == LEGACY_VALUES
+    assert old.config.replace(**{key: getattr(ckpt.config, key) for key in LEGACY_VALUES}) == ckpt.config
 
 
 def test_expected_sizes_errors_become_checkpoint_errors() -> None:
@@ -498,7 +509,7 @@ KILLED_WRITER = """
 import sys
 import numpy as np
 from mlm.egg.checkpoint import Checkpoint, RunDir
-from mlm.egg.config import PRESETS
+from mlm.egg.config import LEGACY_VALUES, PRESETS
 weights = np.full(200_000, 7, np.int8)
 RunDir(sys.argv[1]).save(Checkpoint(PRESETS["tiny"], 99, 1, 0, weights, np.zeros(10, np.int8)))
 """

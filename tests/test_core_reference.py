@@ -11,11 +11,14 @@ from mlm.egg.engine import Engine
 
 CONFIGS = [
     ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=3, population=2, streams=1, noise_bits=1,
-                noise_shift=0, threshold_z_q8=0, alpha_decay_steps=0),
+                noise_shift=0, threshold_z_q8=0, alpha_decay_steps=0, sparse_embedding_votes=0),
     ModelConfig(hidden=32, layers=2, mlp_ratio=2, seq_len=5, population=6, streams=2, noise_bits=3,
-                noise_shift=4, threshold_z_q8=128, alpha_decay_steps=2),
+                noise_shift=4, threshold_z_q8=128, alpha_decay_steps=2, fitness_levels=3, z_growth_steps=2),
     ModelConfig(hidden=48, layers=1, mlp_ratio=3, seq_len=4, population=10, streams=3, noise_bits=4,
-                noise_shift=6, threshold_z_q8=300, alpha_decay_steps=0, shift_base=3),
+                noise_shift=6, threshold_z_q8=300, alpha_decay_steps=0, shift_base=3, fitness_levels=8),
+    ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=12, streams=4, noise_bits=3,
+                noise_shift=3, threshold_z_q8=400, alpha_decay_steps=3, fitness_levels=2, vote_memory=1,
+                z_growth_steps=1),
 ]
 
 
@@ -44,10 +47,11 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
     engine.init_weights(5)
     weights = ref.init_weights(cfg, 5)
     state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
+    memory = np.zeros(weights.size if cfg.vote_memory else 0, dtype=np.int16)
     total_moved = 0
-    for step in range(3):
+    for step in range(4):
         windows = rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8)
-        expected = ref.train_step(cfg, weights, state, 77, step, windows)
+        expected = ref.train_step(cfg, weights, state, 77, step, windows, memory)
         got = engine.train_step(77, step, windows)
         weights = expected["weights"]
         assert np.array_equal(got.member_loss_q16, expected["losses"])
@@ -55,6 +59,7 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
         assert got.moved == expected["moved"]
         assert np.array_equal(engine.weights, weights)
         assert np.array_equal(engine.state, state.reshape(-1))
+        assert np.array_equal(engine.vote_memory, memory)
         total_moved += got.moved
     assert total_moved > 0, "the update never moved a weight: the comparison would be vacuous"
 
@@ -77,7 +82,8 @@ def test_eval_matches_reference_chunks() -> None:
 
 
 def test_thread_count_and_schedule_do_not_change_results() -> None:
-    cfg = ModelConfig(hidden=32, layers=2, mlp_ratio=2, seq_len=16, population=24, streams=4)
+    cfg = ModelConfig(hidden=32, layers=2, mlp_ratio=2, seq_len=16, population=24, streams=4, vote_memory=1,
+                      threshold_z_q8=512)
     rng = np.random.default_rng(9)
     windows = [rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8) for _ in range(4)]
     outcomes = []
@@ -85,11 +91,13 @@ def test_thread_count_and_schedule_do_not_change_results() -> None:
         engine = Engine(cfg, threads=threads, batched=batched)
         engine.init_weights(4)
         losses = [engine.train_step(8, step, w).member_loss_q16 for step, w in enumerate(windows)]
-        outcomes.append((engine.weights.copy(), engine.state.copy(), np.concatenate(losses)))
-    for weights, state, losses in outcomes[1:]:
+        outcomes.append((engine.weights.copy(), engine.state.copy(), np.concatenate(losses),
+                         engine.vote_memory.copy()))
+    for weights, state, losses, memory in outcomes[1:]:
         assert np.array_equal(weights, outcomes[0][0])
         assert np.array_equal(state, outcomes[0][1])
         assert np.array_equal(losses, outcomes[0][2])
+        assert np.array_equal(memory, outcomes[0][3])
 
 
 def test_step_seed_changes_noise_and_run_seed_reproduces() -> None:

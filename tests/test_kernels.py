@@ -27,19 +27,19 @@ from mlm.egg.engine import CoreError, Engine
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KERNELS = eng.available_kernels()
 X86_KERNELS = ("avx2", "avxvnni", "avx512vnni")
-FIELDS = ("losses", "fitness", "moved", "weights", "state")
+FIELDS = ("losses", "fitness", "moved", "weights", "state", "vote memory")
 
 #: Awkward shapes: K tails (48 = 32 + 16, 80 = 64 + 16), odd GEMM row counts, streams that
 #: do not divide the pairs, one-token sequences.
 CONFIGS = [
     ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=1, population=2, streams=1, noise_bits=2,
-                noise_shift=1, threshold_z_q8=0),
+                noise_shift=1, threshold_z_q8=0, sparse_embedding_votes=0),
     ModelConfig(hidden=48, layers=2, mlp_ratio=3, seq_len=3, population=6, streams=2, noise_bits=4,
-                noise_shift=3, threshold_z_q8=200, alpha_decay_steps=3),
+                noise_shift=3, threshold_z_q8=200, alpha_decay_steps=3, fitness_levels=4),
     ModelConfig(hidden=80, layers=1, mlp_ratio=3, seq_len=3, population=10, streams=4, noise_bits=3,
-                noise_shift=4, threshold_z_q8=300, shift_base=3),
+                noise_shift=4, threshold_z_q8=300, shift_base=3, vote_memory=1),
     ModelConfig(hidden=48, layers=1, mlp_ratio=1, seq_len=1, population=18, streams=4, noise_bits=4,
-                noise_shift=2, threshold_z_q8=100),
+                noise_shift=2, threshold_z_q8=100, fitness_levels=8),
 ]
 #: name -> weights for a config: reference init, |w| <= 64 everywhere, full int8 range.
 WEIGHTS = {
@@ -66,14 +66,14 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def run_steps(cfg: ModelConfig, weights: np.ndarray, windows: list[np.ndarray], threads: int = 1,
               batched: bool = True) -> list[tuple]:
-    """Train from ``weights`` on each window; per step: losses, fitness, moved, weights, state."""
+    """Train from ``weights`` on each window; per step: losses, fitness, moved, weights, state, vote memory."""
     engine = Engine(cfg, threads=threads, batched=batched)
     engine.weights[:] = weights
     out = []
     for step, win in enumerate(windows):
         r = engine.train_step(9, step, win)
         out.append((r.member_loss_q16.copy(), r.fitness.copy(), r.moved, engine.weights.copy(),
-                    engine.state.copy()))
+                    engine.state.copy(), engine.vote_memory.copy()))
     return out
 
 
@@ -89,20 +89,23 @@ def test_kernel_matches_reference(kernel: str, cfg: ModelConfig, weights: str) -
     windows = random_windows(cfg, rng, 2)
     got = run_steps(cfg, w, windows)
     state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
-    for step, (win, (losses, fitness, moved, new_w, new_state)) in enumerate(zip(windows, got, strict=True)):
-        expected = ref.train_step(cfg, w, state, 9, step, win)
+    memory = np.zeros(w.size if cfg.vote_memory else 0, dtype=np.int16)
+    for step, (win, (losses, fitness, moved, new_w, new_state, new_memory)) in enumerate(zip(windows, got,
+                                                                                              strict=True)):
+        expected = ref.train_step(cfg, w, state, 9, step, win, memory)
         w = expected["weights"]
         assert np.array_equal(losses, expected["losses"]), f"{kernel} step {step}: losses"
         assert np.array_equal(fitness, expected["fitness"]), f"{kernel} step {step}: fitness"
         assert moved == expected["moved"], f"{kernel} step {step}: moved"
         assert np.array_equal(new_w, w), f"{kernel} step {step}: weights"
         assert np.array_equal(new_state, state.reshape(-1)), f"{kernel} step {step}: state"
+        assert np.array_equal(new_memory, memory), f"{kernel} step {step}: vote memory"
 
 
 def test_schedules_threads_and_kernels_agree() -> None:
     """Batched == member-at-a-time; 1, 2 and 3 threads; every kernel: one result."""
     cfg = ModelConfig(hidden=48, layers=2, mlp_ratio=3, seq_len=6, population=26, streams=3, noise_bits=4,
-                      threshold_z_q8=200)
+                      threshold_z_q8=200, fitness_levels=3, vote_memory=1, z_growth_steps=1)
     rng = np.random.default_rng(3)
     weights = WEIGHTS["init"](cfg, rng)
     weights[: weights.size // 2] = WEIGHTS["full"](cfg, rng)[: weights.size // 2]  # both operand forms

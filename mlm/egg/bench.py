@@ -58,7 +58,7 @@ def macs_per_pop_token(cfg: ModelConfig) -> int:
 
 
 def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
-    """Weights + every recurrent state + the most one training step holds at once in the core.
+    """Weights + vote memory + every recurrent state + the most one training step holds at once in the core.
 
     The step keeps every pair's noise (A and B of every tensor) and then needs either, in the
     forward pass, one workspace per running population block (activations, perturbed vectors,
@@ -76,7 +76,8 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     votes = max(65536, widest)
     update = cfg.pairs * widest + threads * (4 * votes + cfg.pairs * max(1, votes // widest))
     state = cfg.population * cfg.layers * h
-    return ref.n_weights(cfg) + state + noise + max(blocks * workspace, update)
+    memory = 2 * ref.n_weights(cfg) * cfg.vote_memory
+    return ref.n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
 
 
 @dataclass

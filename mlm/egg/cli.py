@@ -51,8 +51,18 @@ def main() -> None:
 @click.option("--seq-len", type=int, help="Bytes per member per step.")
 @click.option("--population", type=int, help="Members per step (even: +/- pairs).")
 @click.option("--streams", type=int, help="Distinct data windows per step.")
+@click.option("--noise-bits", type=int, help="Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
 @click.option("--noise-shift", type=int, help="Perturbation scale: A*B >> noise-shift.")
-@click.option("--threshold-z", type=float, help="Vote z-test threshold (e.g. 2.0).")
+@click.option("--shift-base", type=int, help="Matmul output shift: shift-base + floor(log2(inputs)/2).")
+@click.option("--threshold-z", type=float,
+              help="A weight moves when its vote (with vote memory: its summed votes) passes z vote spreads.")
+@click.option("--vote-memory", type=click.IntRange(0, 1),
+              help="1: votes add up across steps in a per-weight memory; 0: each step's vote alone.")
+@click.option("--fitness-levels", type=int, help="Pair fitness: sign of the loss difference times 1..levels by "
+                                                  "the rank of its size (1 = sign only).")
+@click.option("--sparse-embedding-votes", type=click.IntRange(0, 1),
+              help="1: only pairs whose window holds a byte vote on its embedding row.")
+@click.option("--z-growth", type=int, help="The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.")
 @click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
 @click.option("--threads", type=int, default=default_threads, show_default="all cores",
               help="Worker threads (results do not depend on it).")
@@ -75,16 +85,19 @@ def main() -> None:
               help="Experiment table to append a row to.")
 @click.option("--note", default="", help="Description for the results.tsv row.")
 @click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
-def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_shift, threshold_z,
-          alpha_decay, threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every,
-          eval_bytes, resume, fresh, results, note, quiet) -> None:
+def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
+          shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
+          threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every, eval_bytes, resume,
+          fresh, results, note, quiet) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
     from mlm.egg.train import TrainSettings
     from mlm.egg.train import train as run_training
 
     explicit = {k: v for k, v in {
         "hidden": hidden, "layers": layers, "seq_len": seq_len, "population": population, "streams": streams,
-        "noise_shift": noise_shift, "alpha_decay_steps": alpha_decay,
+        "noise_bits": noise_bits, "noise_shift": noise_shift, "shift_base": shift_base,
+        "alpha_decay_steps": alpha_decay, "z_growth_steps": z_growth, "vote_memory": vote_memory,
+        "fitness_levels": fitness_levels, "sparse_embedding_votes": sparse_embedding_votes,
         "threshold_z_q8": None if threshold_z is None else round(threshold_z * 256),
     }.items() if v is not None}
     if threads < 1:

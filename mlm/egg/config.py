@@ -16,6 +16,9 @@ from mlm.errors import MlmError
 
 #: The SIMD kernels process hidden vectors in blocks of 16 bytes (NEON width).
 HIDDEN_MULTIPLE = 16
+#: Fields added after the first release, with the values that reproduce the arithmetic of runs
+#: whose stored configuration predates them: such runs resume with the rule they started with.
+LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,21 @@ class ModelConfig:
     noise_bits: int = 3
     #: A perturbation A[r]*B[c] is scaled by 2**-noise_shift.
     noise_shift: int = 3
-    #: z-test threshold in 1/256 units: a weight moves when |vote| > z*sigma^2*sqrt(pairs).
-    threshold_z_q8: int = 320
+    #: Threshold z in 1/256 units of the vote's null spread sigma^2*sqrt(sum of f^2): a weight moves
+    #: when its vote (with vote_memory, its remembered sum of votes) passes it.
+    threshold_z_q8: int = 1024
     #: Updated fraction alpha_t = D / (t + D); 0 disables the decay (alpha = 1).
-    alpha_decay_steps: int = 2000
+    alpha_decay_steps: int = 0
+    #: The threshold grows as z * sqrt((t + G) / G), at most 16; 0 keeps z constant.
+    z_growth_steps: int = 2000
     #: Right shift after a matmul over `cols` inputs: shift_base + floor(log2(cols)/2).
     shift_base: int = 5
+    #: Pair fitness is sign(loss difference) * 1..fitness_levels, by the rank of |difference|.
+    fitness_levels: int = 8
+    #: 1: only pairs whose window contains a byte vote on its embedding row.
+    sparse_embedding_votes: int = 1
+    #: 1: votes add up across steps in a per-weight memory; a weight moves when its memory passes z.
+    vote_memory: int = 1
 
     @property
     def pairs(self) -> int:
@@ -53,11 +65,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, int]) -> ModelConfig:
+        """The configuration stored in a checkpoint (fields it predates take their LEGACY_VALUES)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise MlmError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
-        return cls(**{k: int(v) for k, v in values.items()})
+        return cls(**{**LEGACY_VALUES, **{k: int(v) for k, v in values.items()}})
 
     def replace(self, **changes: int | None) -> ModelConfig:
         """Return a copy with the non-None ``changes`` applied."""
@@ -84,7 +97,15 @@ class ModelConfig:
              f"threshold_z_q8 must be between 0 and 4096 (got {self.threshold_z_q8})"),
             (self.alpha_decay_steps >= 0,
              f"alpha_decay_steps must be 0 (no decay) or positive (got {self.alpha_decay_steps})"),
+            (self.z_growth_steps >= 0,
+             f"z_growth_steps must be 0 (constant z) or positive (got {self.z_growth_steps})"),
             (0 <= self.shift_base <= 16, f"shift_base must be between 0 and 16 (got {self.shift_base})"),
+            (self.fitness_levels >= 1 and self.fitness_levels * ((1 << self.noise_bits) - 1) <= 127,
+             f"fitness_levels must be between 1 and {127 // ((1 << self.noise_bits) - 1)} with noise_bits "
+             f"{self.noise_bits}, so that fitness times noise fits in int8 (got {self.fitness_levels})"),
+            (self.sparse_embedding_votes in (0, 1),
+             f"sparse_embedding_votes must be 0 or 1 (got {self.sparse_embedding_votes})"),
+            (self.vote_memory in (0, 1), f"vote_memory must be 0 or 1 (got {self.vote_memory})"),
         ]
         for ok, message in checks:
             if not ok:

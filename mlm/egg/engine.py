@@ -51,7 +51,8 @@ ffi, lib = _core_module.ffi, _core_module.lib
 
 CONFIG_FIELDS = (
     "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
-    "threshold_z_q8", "alpha_decay_steps", "shift_base",
+    "threshold_z_q8", "alpha_decay_steps", "z_growth_steps", "shift_base", "fitness_levels", "sparse_embedding_votes",
+    "vote_memory",
 )
 LOSS_SCALE = float(1 << 16)
 
@@ -141,6 +142,9 @@ class Engine:
             ffi.buffer(lib.egg_weights(self._model), lib.egg_weights_size(self._model)), dtype=np.int8)
         self.state = np.frombuffer(
             ffi.buffer(lib.egg_state(self._model), lib.egg_state_size(self._model)), dtype=np.int8)
+        memory_size = lib.egg_vote_memory_size(self._model)
+        self.vote_memory = np.frombuffer(ffi.buffer(lib.egg_vote_memory(self._model), 2 * memory_size),
+                                         dtype=np.int16) if memory_size else np.zeros(0, dtype=np.int16)
 
     @property
     def threads(self) -> int:
@@ -167,6 +171,17 @@ class Engine:
     def init_weights(self, seed: int) -> None:
         """Deterministic initial weights; also zeroes the population state."""
         lib.egg_init_weights(self._model, seed & (2**64 - 1))
+
+    def training_state(self) -> np.ndarray:
+        """Everything besides the weights that the next step depends on, as int8 bytes for a checkpoint:
+        the population's recurrent state, then the vote memory as little-endian int16 (when enabled)."""
+        memory = self.vote_memory.astype("<i2").view(np.int8)
+        return np.concatenate([self.state, memory])
+
+    def load_training_state(self, saved: np.ndarray) -> None:
+        """Restore what :meth:`training_state` returned."""
+        self.state[:] = saved[: self.state.size]
+        self.vote_memory[:] = saved[self.state.size :].view("<i2")
 
     def state_size_per_member(self) -> int:
         return self.config.layers * self.config.hidden

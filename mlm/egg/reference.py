@@ -303,48 +303,103 @@ class Model:
 # ----------------------------------------------------------------------------- training step
 
 
+#: The largest vote threshold z, in 1/256 units (16 spreads).
+MAX_Z_Q8 = 4096
+
+
+def threshold_z_at(cfg: ModelConfig, step: int) -> int:
+    """z_t = min(MAX_Z_Q8, floor(z * sqrt((t + G) / G))), G = z_growth_steps (z when G = 0)."""
+    g = cfg.z_growth_steps
+    if g == 0:
+        return cfg.threshold_z_q8
+    return min(MAX_Z_Q8, math.isqrt(cfg.threshold_z_q8 ** 2 * (step + g) // g))
+
+
 def alpha_q16(cfg: ModelConfig, step: int) -> int:
     """Updated fraction alpha_t = D / (t + D) in Q16 (1.0 when the decay is off)."""
     d = cfg.alpha_decay_steps
     return 1 << 16 if d == 0 else ((1 << 16) * d) // (step + d)
 
 
-def vote_threshold(cfg: ModelConfig, nonzero_pairs: int) -> int:
-    """floor(z * sigma^2 * sqrt(n)): the vote's null spread times z.
+def vote_threshold(cfg: ModelConfig, fitness_energy: int, z_q8: int) -> int:
+    """floor(z * sigma^2 * sqrt(sum of f^2 over the voters)): the vote's null spread times z.
 
     sigma^2 of u1 - u2 with u uniform on [0, 2^k) is (4^k - 1) / 6, so
-    tau^2 = (z_q8/256)^2 * ((4^k - 1)/6)^2 * n, computed exactly in integers.
+    tau^2 = (z_q8/256)^2 * ((4^k - 1)/6)^2 * energy, computed exactly in integers.
     """
     k = cfg.noise_bits
-    num = cfg.threshold_z_q8 ** 2 * ((1 << (2 * k)) - 1) ** 2 * nonzero_pairs
+    num = z_q8 ** 2 * ((1 << (2 * k)) - 1) ** 2 * fitness_energy
     return math.isqrt(num // (36 * 65536))
 
 
-def fitness(losses: np.ndarray) -> np.ndarray:
-    """f_p = sign(loss of the minus member - loss of the plus member)."""
-    return np.sign(losses[1::2] - losses[0::2]).astype(np.int64)
+def fitness(cfg: ModelConfig, losses: np.ndarray) -> np.ndarray:
+    """f_p = sign(loss of the minus member - loss of the plus member) * level.
+
+    The level, 1..fitness_levels, grows with the rank of |difference| among
+    the pairs that differ: 1 + levels * (number of strictly smaller ones) // their count.
+    """
+    diff = losses[1::2] - losses[0::2]
+    sizes = np.abs(diff)
+    differing = np.sort(sizes[diff != 0])
+    below = np.searchsorted(differing, sizes, side="left")
+    level = 1 + cfg.fitness_levels * below // max(differing.size, 1)
+    return (np.sign(diff) * level).astype(np.int64)
 
 
-def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.ndarray) -> tuple[np.ndarray, int]:
-    """Apply the thresholded vote to every tensor; return the new weights and how many moved."""
+def window_bytes(cfg: ModelConfig, windows: np.ndarray) -> np.ndarray:
+    """present[s, b]: byte b is one of the inputs (not the last target) of stream s's window."""
+    present = np.zeros((cfg.streams, VOCAB), dtype=bool)
+    for s in range(cfg.streams):
+        present[s, windows[s, : cfg.seq_len]] = True
+    return present
+
+
+def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.ndarray, windows: np.ndarray,
+           memory: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Apply the votes to every tensor; return the new weights and how many moved.
+
+    Without ``vote_memory``, a weight moves by one where |vote| passes z times
+    the vote's null spread. With it, ``memory`` (int16, one per weight, updated
+    in place) adds up each step's vote in 1/256 of its spread; a weight moves
+    where its memory passes z, spending z of it, and memories stay in [-z, z].
+    With ``sparse_embedding_votes``, an embedding row is voted on only by the
+    pairs whose window contains its byte (the others' losses do not depend on
+    it), and its spread is that of those voters.
+    """
     new = weights.astype(np.int64).copy()
-    tau = vote_threshold(cfg, int(np.count_nonzero(fit)))
+    voters = [p for p in range(cfg.pairs) if fit[p] != 0]
+    present = window_bytes(cfg, windows)[[stream_of_pair(cfg, p) for p in voters]]  # voters x 256
+    energies = np.array([fit[p] ** 2 for p in voters], dtype=np.int64)
     alpha = alpha_q16(cfg, step)
+    z = threshold_z_at(cfg, step)
     moved = 0
     for t, ten in enumerate(tensor_layout(cfg)):
+        embedding = ten.kind == "embedding" and cfg.sparse_embedding_votes
         vote = np.zeros((ten.rows, ten.cols), dtype=np.int64)
-        for p in range(cfg.pairs):
-            if fit[p] == 0:
-                continue
+        for k, p in enumerate(voters):
             v = noise_values(stream_key(seed, t, p), ten.rows + ten.cols, cfg.noise_bits).astype(np.int64)
-            vote += fit[p] * np.outer(v[: ten.rows], v[ten.rows :])
-        vote = vote.reshape(-1)
+            a = v[: ten.rows] * present[k] if embedding else v[: ten.rows]
+            vote += fit[p] * np.outer(a, v[ten.rows :])
+        row_energy = (present * energies[:, None]).sum(axis=0) if embedding else np.full(ten.rows, energies.sum())
+        voted = np.repeat(row_energy > 0, ten.cols)
         keep = (stream_words(stream_key(seed, t, ALPHA_STREAM), ten.size) & np.uint64(0xFFFF)) < alpha
-        move = (np.abs(vote) > tau) & keep
         w = new[ten.offset : ten.offset + ten.size]
-        before = w[move]
-        w[move] = sat8(before + np.sign(vote[move]))
-        moved += int(np.count_nonzero(w[move] != before))
+        vote = vote.reshape(-1)
+        if cfg.vote_memory:
+            spread = np.repeat([max(vote_threshold(cfg, int(e), 256), 1) for e in row_energy], ten.cols)
+            mem = memory[ten.offset : ten.offset + ten.size].astype(np.int64)
+            mem += np.sign(vote) * ((np.abs(vote) << 8) // spread)
+            direction = np.sign(mem)
+        else:
+            tau = np.repeat([vote_threshold(cfg, int(e), z) for e in row_energy], ten.cols)
+            direction = np.sign(vote)
+        want = voted & keep & (np.abs(mem if cfg.vote_memory else vote) > (z if cfg.vote_memory else tau))
+        move = want & (np.abs(w + direction) <= 127)
+        w[move] += direction[move]
+        moved += int(np.count_nonzero(move))
+        if cfg.vote_memory:
+            mem[move] -= direction[move] * z
+            memory[ten.offset : ten.offset + ten.size] = np.clip(mem, -z, z)
     return new.astype(np.int8), moved
 
 
@@ -353,14 +408,15 @@ def stream_of_pair(cfg: ModelConfig, pair: int) -> int:
 
 
 def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_seed: int, step: int,
-               windows: np.ndarray) -> dict:
+               windows: np.ndarray, memory: np.ndarray | None = None) -> dict:
     """One EGGROLL step.
 
     ``state`` is (population, layers, hidden) int8 and is advanced in place:
     members keep their own recurrent state across steps. ``windows`` is
     (streams, seq_len + 1) uint8; pair p and both its members read stream
     p % streams. Returns the new weights, per-member Q16 loss sums, the
-    fitness vector and the number of weights that moved.
+    fitness vector and the number of weights that moved. ``memory`` is the
+    vote memory (see :func:`update`), advanced in place.
     """
     seed = step_seed(run_seed, step)
     model = Model(cfg, weights)
@@ -369,6 +425,6 @@ def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_see
         pair, sign = member // 2, (1 if member % 2 == 0 else -1)
         noise = Perturbation(cfg, seed, pair, sign)
         losses[member] = model.sequence_loss(windows[stream_of_pair(cfg, pair)], state[member], noise)
-    fit = fitness(losses)
-    new_weights, moved = update(cfg, weights, seed, step, fit)
+    fit = fitness(cfg, losses)
+    new_weights, moved = update(cfg, weights, seed, step, fit, windows, memory)
     return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}

@@ -64,8 +64,8 @@ class TrainSettings:
 
 
 def expected_sizes(config: ModelConfig) -> tuple[int, int]:
-    """Weight and state sizes a checkpoint of ``config`` must have (same layout as the C core)."""
-    return n_weights(config), n_state(config)
+    """Weight and state sizes a checkpoint of ``config`` must have (see :meth:`Engine.training_state`)."""
+    return n_weights(config), n_state(config) + 2 * n_weights(config) * config.vote_memory
 
 
 class StopRequest:
@@ -187,7 +187,7 @@ class Trainer:
         self.run_seed = ckpt.run_seed
         self.engine = Engine(ckpt.config, threads=self.s.threads)
         self.engine.weights[:] = ckpt.weights
-        self.engine.state[:] = ckpt.state
+        self.engine.load_training_state(ckpt.state)
         self.state.step = ckpt.step
         self.state.best = ckpt.metrics["best_metric"]
         self.state.last_val = ckpt.metrics["val_bpb"]
@@ -323,7 +323,7 @@ class Trainer:
         ckpt = Checkpoint(
             config=self.s.config, step=st.step, run_seed=self.run_seed,
             data_cursor=self.windows.cursor(st.step),
-            weights=self.engine.weights.copy(), state=self.engine.state.copy(),
+            weights=self.engine.weights.copy(), state=self.engine.training_state(),
             metrics={"train_loss": st.last_train_loss, "val_bpb": st.last_val, "best_metric": st.best},
             best_metric_name=self.tracked_name,
             extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve())},

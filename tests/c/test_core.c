@@ -27,6 +27,7 @@ static void hash_i64(hash *s, int64_t v) {
 static const egg_config CONFIG = {
     .hidden = 32, .layers = 2, .mlp_ratio = 2, .seq_len = 12, .population = 10, .streams = 2,
     .noise_bits = 3, .noise_shift = 4, .threshold_z_q8 = 128, .alpha_decay_steps = 4, .shift_base = 4,
+    .fitness_levels = 3, .sparse_embedding_votes = 1, .vote_memory = 1, .z_growth_steps = 1,
 };
 
 static const char TEXT[] =
@@ -77,6 +78,7 @@ static uint64_t run(int32_t threads, int32_t batched, int64_t *moved_total) {
     }
     hash_bytes(&s, egg_weights(m), (size_t)egg_weights_size(m));
     hash_bytes(&s, egg_state(m), (size_t)egg_state_size(m));
+    for (int64_t i = 0; i < egg_vote_memory_size(m); i++) hash_i64(&s, egg_vote_memory(m)[i]);
     egg_free(m);
     return s.h;
 }
