@@ -71,6 +71,11 @@ typedef struct egg_block {
 } egg_block;
 
 int egg_forward_block(const egg_model *m, const egg_block *b);
+/* The same block forward compiled twice (forward.c): for the baseline instruction set, and with
+ * EGG_WIDE_TARGET, for the SIMD kernel tables. Integer code either way, so the same bits. */
+typedef int (*egg_forward_block_fn)(const egg_model *m, const egg_block *b);
+int egg_forward_block_baseline(const egg_model *m, const egg_block *b);
+int egg_forward_block_wide(const egg_model *m, const egg_block *b);
 int32_t egg_matmul_shift(const egg_model *m, int32_t cols);
 /* Members (or chunks) per parallel task: 1 in the member-at-a-time schedule. */
 int64_t egg_block_size(const egg_model *m, int64_t items);
@@ -87,7 +92,17 @@ typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
     egg_dot_fn dot;
+    egg_forward_block_fn forward_block; /* the elementwise code around the GEMMs, for this instruction set */
 } egg_kernels;
+
+/* What "wide" means for the elementwise code: AVX2 on x86-64, where the baseline is SSE2 (the
+ * x86 kernel tables are chosen only on CPUs with AVX2); the baseline elsewhere (NEON is part of
+ * arm64's). flatten inlines the helpers, so all of the block forward gets the target. */
+#if defined(__x86_64__) || defined(_M_X64)
+#define EGG_WIDE_TARGET __attribute__((target("avx2"), flatten))
+#else
+#define EGG_WIDE_TARGET __attribute__((flatten))
+#endif
 
 extern const egg_kernels egg_kernels_scalar;
 const egg_kernels *egg_active_kernels(void);

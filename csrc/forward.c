@@ -11,8 +11,16 @@ _Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signe
 #define LN_RECIP_BITS 20
 #define LN_OUT_SHIFT 19
 
-static const uint64_t EXP2_FRAC_Q16[16] = {65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
-                                           92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515};
+/* 2^(v/16) in Q16 for v = logit + 128 in [0, 256): the fraction 2^((v % 16)/16), shifted by v / 16.
+ * One load per logit instead of a table lookup, a mask and a variable shift. */
+#define EXP2_ROW(s)                                                                                          \
+    65536ULL << (s), 68438ULL << (s), 71468ULL << (s), 74632ULL << (s), 77936ULL << (s), 81386ULL << (s),    \
+        84990ULL << (s), 88752ULL << (s), 92682ULL << (s), 96785ULL << (s), 101070ULL << (s),                \
+        105545ULL << (s), 110218ULL << (s), 115098ULL << (s), 120194ULL << (s), 125515ULL << (s)
+static const uint64_t EXP2_Q16[256] = {EXP2_ROW(0),  EXP2_ROW(1),  EXP2_ROW(2),  EXP2_ROW(3), EXP2_ROW(4),  EXP2_ROW(5),
+                                       EXP2_ROW(6),  EXP2_ROW(7),  EXP2_ROW(8),  EXP2_ROW(9), EXP2_ROW(10), EXP2_ROW(11),
+                                       EXP2_ROW(12), EXP2_ROW(13), EXP2_ROW(14), EXP2_ROW(15)};
+#undef EXP2_ROW
 
 /* int32, not int64: every caller's value fits, and 32-bit lanes vectorise on every target. */
 static inline int8_t sat8(int32_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
@@ -41,10 +49,7 @@ int32_t egg_log2_q16(uint64_t s) {
 
 static int64_t token_loss_q16(const int8_t *logits, uint8_t target) {
     uint64_t total = 0;
-    for (int i = 0; i < EGG_VOCAB; i++) {
-        const int v = logits[i] + 128;
-        total += EXP2_FRAC_Q16[v & 15] << (v >> 4);
-    }
+    for (int i = 0; i < EGG_VOCAB; i++) total += EXP2_Q16[logits[i] + 128];
     return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(logits[target] + 128) << 12);
 }
 
@@ -247,7 +252,7 @@ static void head(const egg_model *m, const egg_block *b, workspace *w) {
     shift_sat(w->acc_x, (int64_t)b->members * EGG_VOCAB, sh, w->logits);
 }
 
-int egg_forward_block(const egg_model *m, const egg_block *b) {
+static inline int forward_block(const egg_model *m, const egg_block *b) {
     workspace w;
     const int32_t h = m->cfg.hidden, layers = m->cfg.layers, n = b->members;
     if (workspace_alloc(&w, m, n)) {
@@ -279,6 +284,14 @@ int egg_forward_block(const egg_model *m, const egg_block *b) {
     workspace_free(&w);
     return 0;
 }
+
+__attribute__((flatten)) int egg_forward_block_baseline(const egg_model *m, const egg_block *b) {
+    return forward_block(m, b);
+}
+
+EGG_WIDE_TARGET int egg_forward_block_wide(const egg_model *m, const egg_block *b) { return forward_block(m, b); }
+
+int egg_forward_block(const egg_model *m, const egg_block *b) { return egg_active_kernels()->forward_block(m, b); }
 
 /* ---- noise-free entry points: one sequence, one sampling step, chunked evaluation */
 

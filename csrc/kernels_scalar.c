@@ -13,4 +13,4 @@ static void gemm_scalar(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t 
         for (int32_t j = 0; j < rows_w; j++) y[i * ldy + j] = dot_scalar(x + i * ldx, w + j * ldw, k);
 }
 
-const egg_kernels egg_kernels_scalar = {"scalar", gemm_scalar, dot_scalar};
+const egg_kernels egg_kernels_scalar = {"scalar", gemm_scalar, dot_scalar, egg_forward_block_baseline};

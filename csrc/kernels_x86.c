@@ -285,7 +285,7 @@ AVX512VNNI static int32_t dot_avx512vnni(const int8_t *a, const int8_t *b, int32
     return dot_any(dot4_avx512vnni, a, b, n);
 }
 
-const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2};
-const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni};
-const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni};
+const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide};
+const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide};
+const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide};
 #endif

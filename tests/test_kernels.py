@@ -1,5 +1,9 @@
 """Every SIMD kernel, schedule and thread count gives the numpy reference's results bit for bit.
 
+Forcing a kernel also picks the build of the elementwise forward code that goes with it
+(csrc/forward.c: the baseline instruction set for scalar, AVX2 for the x86 kernels), so
+both builds of that code are checked here too.
+
 The x86 GEMM picks an operand form per call and per panel of 4 weight rows (see
 csrc/kernels_x86.c): X >= 0 (the MLP's ReLU output), |w| <= 64 with 8 or more X rows
 (the +128 offset form), and the general |x|/sign form. The weight ranges below reach all
