@@ -13,8 +13,9 @@ import pytest
 from conftest import GIT_IDENTITY, cli_env, headered_corpus, run_cli
 from mlm.egg import reference as ref
 from mlm.egg.checkpoint import read_checkpoint
+from mlm.egg.config import ModelConfig
 from mlm.egg.evaluate import EVAL_CHUNK
-from mlm.egg.logbook import RESULTS_COLUMNS
+from mlm.egg.logbook import RESULTS_COLUMNS, compact_config
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -141,3 +142,13 @@ def test_sampling_penalty_and_min_p_change_output(workdir: Path) -> None:
     assert sample("--min-p", "0.5") != base
     assert len(set(sample("--presence-penalty", "20", "--temperature", "0")[:-1])) > \
         len(set(sample("--temperature", "0")[:-1]))
+
+
+def test_compact_config_tells_every_setting_apart() -> None:
+    base = ModelConfig(noise_bits=2, fitness_levels=1)
+    seen = {compact_config(base, 1)}
+    for name, value in base.to_dict().items():
+        changed = compact_config(base.replace(**{name: value + 1}), 1)
+        assert changed not in seen, f"{name} does not show in the results.tsv config field"
+        seen.add(changed)
+    assert compact_config(base, 2) not in seen

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Compare training settings per step, not per second: the experiment table in docs/results.md.
+
+    python scripts/fixed_steps.py --steps 6000 --eval-every 1000 --set streams=128 --set hidden=32
+
+Trains one model with ``Engine.train_step`` for a fixed number of steps (the same windows, seeds
+and arithmetic as ``train``, without checkpoints) and prints val_bpb on the first --val-bytes of
+the pinned validation split at every --eval-every steps, then a RESULT line. Step counts do not
+depend on machine load, so two of these can run side by side on one thread each; ``sweep``
+is the equal-wall-clock comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mlm.data.corpus import load_corpus
+from mlm.egg.config import ModelConfig, preset
+from mlm.egg.data import WindowSampler
+from mlm.egg.engine import Engine
+from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "threejs-r170.txt"
+
+
+def parse_settings(pairs: list[str]) -> dict[str, int]:
+    """``["hidden=32", "streams=128"]`` -> ``{"hidden": 32, "streams": 128}`` (ModelConfig fields)."""
+    known = set(ModelConfig.__dataclass_fields__)
+    settings = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in known:
+            raise SystemExit(f"--set {pair}: {name!r} is not a ModelConfig field ({', '.join(sorted(known))})")
+        settings[name] = int(value)
+    return settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=INT", help="override a config field")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--val-bytes", type=int, default=262144)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    settings = parse_settings(args.set)
+    config = preset(args.preset).replace(**settings).validate()
+    corpus = load_corpus(args.data)
+    engine = Engine(config, threads=args.threads)
+    engine.init_weights(args.seed)
+    windows = WindowSampler(corpus.train, config.streams, config.seq_len)
+    val = corpus.val[: args.val_bytes]
+    step_seconds, curve = 0.0, []
+    for step in range(args.steps):
+        started = time.perf_counter()
+        result = engine.train_step(args.seed, step, windows.windows(step))
+        step_seconds += time.perf_counter() - started
+        if (step + 1) % args.eval_every == 0:
+            curve.append((step + 1, bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size)))
+            print(f"step {step + 1} | val_bpb {curve[-1][1]:.4f} | train {result.loss_bits:.3f} | "
+                  f"moved {result.moved} | {1000 * step_seconds / (step + 1):.1f} ms/step", flush=True)
+    if curve:
+        print("RESULT", json.dumps(settings), f"final {curve[-1][1]:.4f}", f"best {min(v for _, v in curve):.4f}")
+
+
+if __name__ == "__main__":
+    main()
