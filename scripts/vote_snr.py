@@ -54,12 +54,14 @@ def main() -> None:
     if args.ckpt:
         ckpt = read_checkpoint(args.ckpt)
         config, run_seed, first = ckpt.config, ckpt.run_seed, ckpt.step
-        weights, state = ckpt.weights, ckpt.state[: config.population * config.layers * config.hidden]
+        start = Engine(config)
+        start.weights[:] = ckpt.weights
+        start.load_training_state(ckpt.state)
     else:
         config, run_seed, first = preset(args.init), 1, 0
-        init = Engine(config)
-        init.init_weights(run_seed)
-        weights, state = init.weights.copy(), init.state.copy()
+        start = Engine(config)
+        start.init_weights(run_seed)
+    weights, state = start.weights.copy(), start.state.copy()
     frozen = config.replace(threshold_z_q8=MAX_THRESHOLD_Z_Q8, z_growth_steps=0, alpha_decay_steps=0, vote_memory=1)
     engine = Engine(frozen, threads=args.threads)
     sampler = WindowSampler(load_corpus(args.data).train, config.streams, config.seq_len)
@@ -75,14 +77,18 @@ def main() -> None:
         voted = var[span] > 0
         # Summed before clipping: clipping each weight's estimate at 0 would turn pure noise into signal.
         signal2 = max(float((mean[span][voted] ** 2 - var[span][voted] / k).sum()), 0.0)
-        noise2 = var[span][voted].sum()
-        totals += (voted.sum(), signal2, noise2)
-        snr = np.sqrt(signal2 / noise2) if noise2 else 0.0
-        print(f"{t.name:<22}{int(voted.sum()):>9}{np.sqrt(signal2 / max(voted.sum(), 1)):>9.3f}"
-              f"{np.sqrt(noise2 / max(voted.sum(), 1)):>8.3f}{snr:>8.3f}{(2 / snr) ** 2 if snr else np.inf:>12.0f}")
-    snr = np.sqrt(totals[1] / totals[2])
-    print(f"{'all':<22}{int(totals[0]):>9}{np.sqrt(totals[1] / totals[0]):>9.3f}{np.sqrt(totals[2] / totals[0]):>8.3f}"
-          f"{snr:>8.3f}{(2 / snr) ** 2 if snr else np.inf:>12.0f}")
+        counts = np.array([voted.sum(), signal2, var[span][voted].sum()])
+        totals += counts
+        print(report_row(t.name, *counts))
+    print(report_row("all", *totals))
+
+
+def report_row(name: str, weights: float, signal2: float, noise2: float) -> str:
+    """One line of the table from a tensor's voted-weight count and summed squared signal and noise."""
+    snr = np.sqrt(signal2 / noise2) if noise2 else 0.0
+    per_weight = max(weights, 1)
+    return (f"{name:<22}{int(weights):>9}{np.sqrt(signal2 / per_weight):>9.3f}{np.sqrt(noise2 / per_weight):>8.3f}"
+            f"{snr:>8.3f}{(2 / snr) ** 2 if snr else np.inf:>12.0f}")
 
 
 if __name__ == "__main__":
