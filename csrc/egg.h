@@ -75,6 +75,10 @@ int egg_next_logits(egg_model *m, uint8_t token, int8_t *state, int8_t *logits);
 /* Bits of tokens[1..n-1] in independent chunks of chunk_len predictions, each
  * starting from a zero state; chunks run in parallel. */
 int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16);
+/* egg_eval, plus per prediction i (scoring tokens[i+1]; each may be NULL): token_loss_q16[i] its
+ * Q16 bits and argmax[i] the byte with the largest logit (the lowest such byte on ties); n-1 entries each. */
+int egg_eval_detail(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16,
+                    int32_t *token_loss_q16, uint8_t *argmax);
 
 /* One EGGROLL step: windows is streams x (seq_len + 1) bytes. Advances the
  * population state and updates the weights. Outputs (each may be NULL):

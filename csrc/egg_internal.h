@@ -68,6 +68,8 @@ typedef struct egg_block {
     const int8_t *signs;           /* per member: +1, -1 or 0 */
     int64_t *losses;               /* per member Q16 loss sum, or NULL (no targets) */
     int8_t *logits;                /* members * steps * 256, or NULL */
+    int32_t *token_losses;         /* members * steps Q16 losses of each prediction, or NULL */
+    uint8_t *argmax;               /* members * steps likeliest bytes (lowest on ties), or NULL */
 } egg_block;
 
 int egg_forward_block(const egg_model *m, const egg_block *b);

@@ -53,6 +53,14 @@ static int64_t token_loss_q16(const int8_t *logits, uint8_t target) {
     return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(logits[target] + 128) << 12);
 }
 
+/* The first byte with the largest logit. */
+static uint8_t likeliest_byte(const int8_t *logits) {
+    int best = 0;
+    for (int i = 1; i < EGG_VOCAB; i++)
+        if (logits[i] > logits[best]) best = i;
+    return (uint8_t)best;
+}
+
 /* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the
  * product fits int32 (and vectorises); smaller means need 64 bits. */
 #define LN_INT32_MIN_AVG 8
@@ -272,9 +280,14 @@ static inline int forward_block(const egg_model *m, const egg_block *b) {
         head(m, b, &w);
         for (int32_t i = 0; i < n; i++) {
             const int8_t *logits = w.logits + (int64_t)i * EGG_VOCAB;
-            if (b->losses) b->losses[i] += token_loss_q16(logits, b->tokens[i][t + 1]);
-            if (b->logits)
-                memcpy(b->logits + ((int64_t)i * b->steps + t) * EGG_VOCAB, logits, EGG_VOCAB);
+            const int64_t at = (int64_t)i * b->steps + t;
+            if (b->losses || b->token_losses) {
+                const int64_t loss = token_loss_q16(logits, b->tokens[i][t + 1]);
+                if (b->losses) b->losses[i] += loss;
+                if (b->token_losses) b->token_losses[at] = (int32_t)loss;
+            }
+            if (b->argmax) b->argmax[at] = likeliest_byte(logits);
+            if (b->logits) memcpy(b->logits + at * EGG_VOCAB, logits, EGG_VOCAB);
         }
     }
 
@@ -323,16 +336,20 @@ typedef struct eval_job {
     const uint8_t *tokens;
     int64_t n_chunks, chunk_len, block;
     int64_t *chunk_loss;
+    int32_t *token_losses; /* per prediction, or NULL */
+    uint8_t *argmax;       /* per prediction, or NULL */
     int failed;
 } eval_job;
 
-/* A task evaluates `block` consecutive full chunks in lockstep from zero states. */
+/* A task evaluates `block` consecutive full chunks in lockstep from zero states. Chunk c's
+ * predictions are predictions [c * chunk_len, (c + 1) * chunk_len), so the block's per-prediction
+ * outputs are one contiguous run, member-major as egg_block lays them out. */
 static void eval_task(void *ctx, int64_t task) {
     eval_job *job = ctx;
     const egg_model *m = job->m;
     const int64_t first = task * job->block;
     const int32_t count = (int32_t)(first + job->block <= job->n_chunks ? job->block : job->n_chunks - first);
-    const int64_t state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
+    const int64_t state_len = (int64_t)m->cfg.layers * m->cfg.hidden, offset = first * job->chunk_len;
     const uint8_t **tokens = malloc(sizeof *tokens * (size_t)count);
     int8_t **states = malloc(sizeof *states * (size_t)count);
     int8_t *state_buf = calloc((size_t)(count * state_len), 1);
@@ -345,8 +362,15 @@ static void eval_task(void *ctx, int64_t task) {
             tokens[i] = job->tokens + (first + i) * job->chunk_len;
             states[i] = state_buf + i * state_len;
         }
-        const egg_block b = {count, (int32_t)job->chunk_len, tokens, states, noise, signs,
-                             job->chunk_loss + first, NULL};
+        const egg_block b = {.members = count,
+                             .steps = (int32_t)job->chunk_len,
+                             .tokens = tokens,
+                             .states = states,
+                             .noise = noise,
+                             .signs = signs,
+                             .losses = job->chunk_loss + first,
+                             .token_losses = job->token_losses ? job->token_losses + offset : NULL,
+                             .argmax = job->argmax ? job->argmax + offset : NULL};
         if (egg_forward_block(m, &b)) job->failed = 1;
     }
     free(tokens);
@@ -362,7 +386,29 @@ int64_t egg_block_size(const egg_model *m, int64_t items) {
     return per_thread < 1 ? 1 : per_thread > 64 ? 64 : per_thread;
 }
 
-int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16) {
+/* The last, shorter chunk: one member from a zero state. */
+static int eval_tail(egg_model *m, const eval_job *job, int64_t tail) {
+    const int64_t offset = job->n_chunks * job->chunk_len;
+    const uint8_t *tokens = job->tokens + offset;
+    int8_t *state = calloc((size_t)m->cfg.layers * m->cfg.hidden, 1);
+    if (!state) return -1;
+    const int8_t *no_noise = NULL;
+    const egg_block b = {.members = 1,
+                         .steps = (int32_t)tail,
+                         .tokens = &tokens,
+                         .states = &state,
+                         .noise = &no_noise,
+                         .signs = &NO_SIGN,
+                         .losses = &job->chunk_loss[job->n_chunks],
+                         .token_losses = job->token_losses ? job->token_losses + offset : NULL,
+                         .argmax = job->argmax ? job->argmax + offset : NULL};
+    const int rc = egg_forward_block(m, &b);
+    free(state);
+    return rc;
+}
+
+int egg_eval_detail(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16,
+                    int32_t *token_loss_q16, uint8_t *argmax) {
     if (n < 2 || chunk_len < 1) {
         egg_set_error("evaluation needs at least 2 bytes and a positive chunk length");
         return -1;
@@ -373,18 +419,25 @@ int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, 
         egg_set_error("out of memory in evaluation");
         return -1;
     }
-    eval_job job = {m, tokens, n_full, chunk_len, egg_block_size(m, n_full), chunk_loss, 0};
+    eval_job job = {.m = m,
+                    .tokens = tokens,
+                    .n_chunks = n_full,
+                    .chunk_len = chunk_len,
+                    .block = egg_block_size(m, n_full),
+                    .chunk_loss = chunk_loss,
+                    .token_losses = token_loss_q16,
+                    .argmax = argmax};
     if (n_full) egg_parallel_for((n_full + job.block - 1) / job.block, m->threads, eval_task, &job);
     int rc = job.failed ? -1 : 0;
-    if (!rc && tail) {
-        int8_t *state = calloc((size_t)m->cfg.layers * m->cfg.hidden, 1);
-        rc = state ? egg_forward(m, tokens + n_full * chunk_len, tail + 1, state, NULL, &chunk_loss[n_full]) : -1;
-        free(state);
-    }
+    if (!rc && tail) rc = eval_tail(m, &job, tail);
     if (rc) egg_set_error("out of memory in evaluation");
     int64_t total = 0;
     for (int64_t c = 0; c <= n_full; c++) total += chunk_loss[c];
-    *loss_q16 = total;
+    if (loss_q16) *loss_q16 = total;
     free(chunk_loss);
     return rc;
+}
+
+int egg_eval(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chunk_len, int64_t *loss_q16) {
+    return egg_eval_detail(m, tokens, n, chunk_len, loss_q16, NULL, NULL);
 }

@@ -81,6 +81,30 @@ def test_eval_matches_reference_chunks() -> None:
     assert engine.eval_bits(tokens, chunk) == expected
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eval_detail_matches_reference_per_prediction(threads: int) -> None:
+    """Per-prediction bits and likeliest bytes = the reference's, chunk by chunk; they sum to eval_bits."""
+    cfg = CONFIGS[3]
+    engine = Engine(cfg, threads=threads)
+    engine.init_weights(5)
+    tokens = np.random.default_rng(4).integers(0, 256, 61).astype(np.uint8)
+    chunk = 7  # 60 predictions: 8 full chunks and a tail of 4
+    model = ref.Model(cfg, engine.weights.copy())
+    pieces = [model.predictions(tokens[s : s + chunk + 1], np.zeros((cfg.layers, cfg.hidden), dtype=np.int8))
+              for s in range(0, len(tokens) - 1, chunk)]
+    losses, argmax = engine.eval_detail(tokens, chunk)
+    assert losses.tolist() == np.concatenate([p[0] for p in pieces]).tolist()
+    assert argmax.tolist() == np.concatenate([p[1] for p in pieces]).tolist()
+    assert int(losses.sum()) == engine.eval_bits(tokens, chunk)
+    assert len(set(argmax.tolist())) > 1, "one likeliest byte everywhere: the comparison would be vacuous"
+
+
+def test_eval_detail_breaks_ties_towards_the_lowest_byte() -> None:
+    engine = Engine(CONFIGS[0])  # zero weights: every logit equal
+    _, argmax = engine.eval_detail(b"hello world", 4)
+    assert argmax.tolist() == [0] * 10
+
+
 def test_thread_count_and_schedule_do_not_change_results() -> None:
     cfg = ModelConfig(hidden=32, layers=2, mlp_ratio=2, seq_len=16, population=24, streams=4, vote_memory=1,
                       threshold_z_q8=512)

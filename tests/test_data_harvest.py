@@ -22,13 +22,13 @@ MAX_BYTES = 2000
 NON_ASCII = "src/ünï/ñame.js"
 V1_FILES = {
     "examples/jsm/e.js",
-    "examples/jsm/libs/lib.js",
     "src/core/a.js",
     "src/core/nested/deep/b.js",
     "src/math/m.js",
     NON_ASCII,
 }
 V1_SKIPPED = {
+    "examples/jsm/libs/lib.js": "vendored (libs/)",
     "src/bin.js": "binary (NUL byte)",
     "src/huge.js": f"over {MAX_BYTES} bytes",
     "src/latin1.js": "not valid UTF-8",
@@ -168,8 +168,10 @@ def test_pattern_and_include_list(tmp_path: Path, upstream: Path) -> None:
         tmp_path, upstream, "--ref", "v1", "--include", "docs src/core", "--pattern", "*.md *.js"
     )
     assert paths(manifest) == {"docs/guide.md", "src/core/a.js", "src/core/nested/deep/b.js"}
-    manifest = build_ok(tmp_path, upstream, "--ref", "v1", "--exclude", "*/libs/*")
-    assert paths(manifest) == V1_FILES - {"examples/jsm/libs/lib.js"}
+    manifest = build_ok(tmp_path, upstream, "--ref", "v1", "--keep-vendored")
+    assert paths(manifest) == V1_FILES | {"examples/jsm/libs/lib.js"}
+    manifest = build_ok(tmp_path, upstream, "--ref", "v1", "--keep-vendored", "--exclude", "*/libs/*")
+    assert paths(manifest) == V1_FILES
 
 
 def test_include_whole_tree(tmp_path: Path, upstream: Path) -> None:
@@ -236,7 +238,7 @@ def test_summary_line(tmp_path: Path, upstream: Path) -> None:
     assert done.returncode == 0, done.stderr
     summary = done.stdout.strip()
     assert "\n" not in summary and "MiB" in summary and f"{len(V1_FILES)} files" in summary
-    assert "skipped 5 files" in summary and "2 symlink" in summary
+    assert "skipped 6 files" in summary and "2 symlink" in summary and "1 vendored" in summary
 
 
 # --- bad input ------------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def test_failed_build_keeps_previous_output(tmp_path: Path, upstream: Path) -> N
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "input.txt"
     options = harvest.BuildOptions(repo="r", out=out)
-    checked_out = harvest.Checkout(tree=tmp_path, ref="main", commit="0" * 40)
+    source = harvest.Source(repository="r", ref="main", commit="0" * 40)
     files = harvest.Harvest(files={"a.js": b"a\n", "b.js": b"b\n"})
 
     def fail(src: str, dst: str) -> None:
@@ -330,7 +332,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(harvest.os, "replace", fail)
     with pytest.raises(MlmError, match="cannot write output"):
-        harvest.write_outputs(options, "r", checked_out, files)
+        harvest.write_outputs(options, source, files)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,14 +23,20 @@ def _words(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(word for value in values for word in value.split())
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def cli() -> None:
     """Build training corpora for mlm."""
 
 
 @cli.command()
-@click.option("--repo", required=True, help="Git repository URL or local path.")
+@click.option("--repo", default=None, help="Git repository URL or local path.")
+@click.option("--from-input", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Instead of --repo: take the files of an existing corpus (e.g. an unfiltered harvest).")
 @click.option("--ref", default=None, help="Branch, tag or commit SHA (default: the remote's default branch).")
+@click.option("--holdout-ref", default=None,
+              help="A later release: files it adds go to <stem>.holdout.txt, a test of code written after --ref.")
+@click.option("--keep-vendored", is_flag=True,
+              help="Keep vendored (libs/, vendor/...), *.min.js, minified and generated files (skipped by default).")
 @click.option(
     "--include",
     multiple=True,
@@ -78,8 +84,11 @@ def cli() -> None:
     help="Corpus to write; the manifest goes beside it as <stem>.manifest.json.",
 )
 def build(
-    repo: str,
+    repo: str | None,
+    from_input: Path | None,
     ref: str | None,
+    holdout_ref: str | None,
+    keep_vendored: bool,
     include: tuple[str, ...],
     pattern: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -88,11 +97,19 @@ def build(
     max_file_bytes: int,
     out: Path,
 ) -> None:
-    """Harvest a git repository into one corpus file plus a manifest."""
+    """Harvest a git repository (or an existing corpus) into one corpus file plus a manifest.
+
+    By default vendored, minified and generated files are skipped (see mlm/data/hygiene.py for the
+    rules and thresholds) and listed with their reason in the manifest; copies of a file stay on
+    the same side of the validation split.
+    """
     options = BuildOptions(
         repo=repo,
         out=out,
         ref=ref or None,
+        keep_vendored=keep_vendored,
+        holdout_ref=holdout_ref or None,
+        from_input=from_input,
         include=_words(include),
         patterns=_words(pattern),
         exclude=_words(exclude),

@@ -26,11 +26,21 @@ HEADER_SUFFIX = b" ==="
 BUILD_HINT = "build it with ./scripts/build_threejs_dataset.sh or pass another file with --data"
 
 
+@dataclass(frozen=True)
+class Section:
+    """One file of a headered corpus inside the validation bytes: ``val[start:stop]``, header line included."""
+
+    path: str
+    start: int
+    stop: int
+
+
 @dataclass(frozen=True, eq=False)
 class Corpus:
     """A corpus split into training and validation bytes.
 
     ``n_files`` and ``n_val_files`` count header sections; both are 0 for headerless text.
+    ``val_sections`` locates each validation file in ``val`` (empty for headerless text).
     """
 
     train: np.ndarray
@@ -41,6 +51,7 @@ class Corpus:
     headered: bool
     sha256: str
     val_fraction: float
+    val_sections: tuple[Section, ...] = ()
 
     @property
     def train_bytes(self) -> int:
@@ -118,15 +129,26 @@ def _gather(data: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     return np.concatenate([data[start:end] for start, end in merged])
 
 
+def section_body(raw: bytes, start: int, end: int) -> bytes:
+    """A section's file content: its bytes after the header line."""
+    newline = raw.find(b"\n", start, end)
+    return raw[newline + 1 : end] if newline != -1 else b""
+
+
 def _split_headered(data: np.ndarray, raw: bytes, starts: list[int], paths: list[str], fraction: float):
-    """Return ``(train, val, n_val_files)`` for a corpus whose sections start at ``starts``."""
-    flags = split_files(paths, fraction)
+    """Return ``(train, val, val_sections)`` for a corpus whose sections start at ``starts``."""
     ends = starts[1:] + [len(raw)]
+    flags = split_files(paths, fraction, [section_body(raw, s, e) for s, e in zip(starts, ends, strict=True)])
     train = [(0, starts[0])] if starts[0] else []
-    val = []
-    for start, end, is_val in zip(starts, ends, flags, strict=True):
-        (val if is_val else train).append((start, end))
-    return _gather(data, train), _gather(data, val), sum(flags)
+    val, sections, offset = [], [], 0
+    for path, start, end, is_val in zip(paths, starts, ends, flags, strict=True):
+        if is_val:
+            val.append((start, end))
+            sections.append(Section(path, offset, offset + end - start))
+            offset += end - start
+        else:
+            train.append((start, end))
+    return _gather(data, train), _gather(data, val), tuple(sections)
 
 
 def _split_headerless(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -149,17 +171,18 @@ def load_corpus(path: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACT
     if headers:
         starts = [offset for offset, _ in headers]
         paths = [name for _, name in headers]
-        train, val, n_val = _split_headered(data, raw, starts, paths, fraction)
+        train, val, sections = _split_headered(data, raw, starts, paths, fraction)
     else:
         train, val = _split_headerless(data, fraction)
-        n_val = 0
+        sections = ()
     return Corpus(
         train=train,
         val=val,
         path=path,
         n_files=len(headers),
-        n_val_files=n_val,
+        n_val_files=len(sections),
         headered=bool(headers),
         sha256=hashlib.sha256(raw).hexdigest(),
         val_fraction=fraction,
+        val_sections=sections,
     )

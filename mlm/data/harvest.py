@@ -7,10 +7,17 @@ the ref again and check it out. Only tracked files are walked: the checkout is f
 untracked files are cleaned away, which is why mlm only reuses caches it created itself (they
 carry ``mlm.cache = true`` in their git config) and refuses any other clone.
 
+Instead of a repository, ``--from-input FILE`` takes the files of an existing corpus in the
+same format (for example the unfiltered r170 harvest), so a filtered corpus can be rebuilt from
+it without the network.
+
 Each selected file is written as ``// === FILE: <path> ===\\n`` + its bytes + ``\\n``, in byte
 order of the UTF-8 path. Binary files, files over the size cap and symlinks are skipped and
-reported. Outputs are written to temporary files and renamed into place, so a failed build
-never leaves a half-written ``input.txt``.
+reported, and so, unless ``keep_vendored``, are vendored, minified and generated files
+(:mod:`mlm.data.hygiene`). With ``holdout_ref`` the files that exist at that later ref but not at
+``ref`` go to a second corpus, ``<stem>.holdout.txt``: code written after the training snapshot.
+Outputs are written to temporary files and renamed into place, so a failed build never leaves a
+half-written ``input.txt``.
 """
 
 from __future__ import annotations
@@ -29,15 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mlm.data.corpus import manifest_path
-from mlm.data.split import DEFAULT_VAL_FRACTION, check_fraction, split_files
+from mlm.data.corpus import find_headers, manifest_path, section_body
+from mlm.data.hygiene import skip_reason
+from mlm.data.split import DEFAULT_VAL_FRACTION, check_fraction, content_key, copy_groups, split_files
 from mlm.errors import MlmError
 
 DEFAULT_INCLUDE = ("src", "examples/jsm")
 DEFAULT_PATTERNS = ("*.js",)
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 BINARY_PROBE_BYTES = 8 * 1024
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 SHA_RE = re.compile(r"[0-9a-fA-F]{4,40}")
 CACHE_MARK = ("mlm", "cache")  # git config key set in caches mlm created and may reset
 NO_GIT_HINT = "install git (https://git-scm.com) or point GIT_PYTHON_GIT_EXECUTABLE at it"
@@ -47,7 +55,7 @@ NO_GIT_HINT = "install git (https://git-scm.com) or point GIT_PYTHON_GIT_EXECUTA
 class BuildOptions:
     """Everything ``python -m mlm.data build`` needs; see the CLI help for each option."""
 
-    repo: str
+    repo: str | None
     out: Path
     ref: str | None = None
     include: tuple[str, ...] = DEFAULT_INCLUDE
@@ -56,6 +64,9 @@ class BuildOptions:
     cache: Path | None = None
     val_fraction: float = DEFAULT_VAL_FRACTION
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    keep_vendored: bool = False
+    holdout_ref: str | None = None
+    from_input: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -386,6 +397,17 @@ def _candidates(
                 yield rel, Path(dirpath, name)
 
 
+def _admit(harvest: Harvest, rel: str, data: bytes, options: BuildOptions) -> None:
+    """Keep a readable text file unless the hygiene filter (or, for corpus input, the size cap) refuses it."""
+    reason = None if options.keep_vendored else skip_reason(rel, data)
+    if len(data) > options.max_file_bytes:
+        reason = f"over {options.max_file_bytes} bytes"
+    if reason is None:
+        harvest.files[rel] = data
+    else:
+        harvest.skipped[rel] = reason
+
+
 def collect(checked_out: Checkout, options: BuildOptions) -> Harvest:
     """Select the files of ``checked_out`` named by the include/pattern/exclude options."""
     harvest = Harvest()
@@ -402,8 +424,37 @@ def collect(checked_out: Checkout, options: BuildOptions) -> Harvest:
             if data is None:
                 harvest.skipped[rel] = reason
             else:
-                harvest.files[rel] = data
+                _admit(harvest, rel, data, options)
     return harvest
+
+
+def _selected(rel: str, options: BuildOptions) -> bool:
+    """Whether a corpus file's path passes the include, pattern and exclude options."""
+    under = any(folder in (".", "") or rel == folder or rel.startswith(folder.rstrip("/") + "/")
+                for folder in options.include)
+    name = PurePosixPath(rel).name
+    return under and any(fnmatch.fnmatchcase(name, p) for p in options.patterns) and not _excluded(
+        rel, options.exclude)
+
+
+def collect_from_corpus(path: Path, options: BuildOptions) -> tuple[Harvest, str]:
+    """Select the files of an existing headered corpus; return them and the corpus's sha256."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MlmError(f"cannot read --from-input {path} ({exc.strerror}); pass an existing corpus file") from None
+    headers = find_headers(raw)
+    if not headers:
+        raise MlmError(f"--from-input {path} has no '// === FILE: <path> ===' headers; "
+                       "pass a corpus written by `python -m mlm.data build`")
+    harvest = Harvest()
+    ends = [offset for offset, _ in headers[1:]] + [len(raw)]
+    for (start, rel), end in zip(headers, ends, strict=True):
+        body = section_body(raw, start, end)
+        data = body[:-1] if body.endswith(b"\n") else body  # the build appends one newline per file
+        if _selected(rel, options):
+            _admit(harvest, rel, data, options)
+    return harvest, hashlib.sha256(raw).hexdigest()
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -456,79 +507,116 @@ def _sections(files: dict[str, bytes], order: list[str]) -> Iterator[bytes]:
         yield b"\n"
 
 
-def build_manifest(
-    options: BuildOptions,
-    repo: str,
-    checked_out: Checkout,
-    harvest: Harvest,
-    order: list[str],
-    corpus_sha256: str,
-) -> dict[str, Any]:
-    """Describe a build: source, selection rules, every file with its split, totals and skipped files.
+@dataclass(frozen=True)
+class Source:
+    """Where a build's files come from: a git commit, or (``input``) an existing corpus file."""
+
+    repository: str | None
+    ref: str | None
+    commit: str | None
+    input: str | None = None
+    input_sha256: str | None = None
+
+    def label(self) -> str:
+        """How the summary line names the source."""
+        if self.input is not None:
+            return f"corpus {self.input} ({self.input_sha256[:12]})"
+        return f"{self.repository} at {self.ref} ({self.commit[:12]})"
+
+
+def _file_entries(harvest: Harvest, order: list[str], flags: list[bool] | None) -> list[dict[str, Any]]:
+    """One manifest entry per file: path, size, sha256 and (for the training corpus) its split."""
+    entries = []
+    for i, path in enumerate(order):
+        data = harvest.files[path]
+        entry: dict[str, Any] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if flags is not None:
+            entry["validation"] = flags[i]
+        entries.append(entry)
+    return entries
+
+
+def _skipped_entries(harvest: Harvest) -> list[dict[str, str]]:
+    return [{"path": p, "reason": harvest.skipped[p]} for p in sorted(harvest.skipped, key=_sort_key)]
+
+
+def build_manifest(options: BuildOptions, source: Source, harvest: Harvest, order: list[str],
+                   corpus_sha256: str) -> dict[str, Any]:
+    """Describe a build: source, selection rules, every file with its split, copy groups, totals, skips.
 
     ``totals`` byte counts are corpus bytes (headers included), so they equal what
     :func:`mlm.data.corpus.load_corpus` returns; each file's ``size`` is its own size.
     """
-    flags = split_files(order, options.val_fraction)
-    files = []
+    contents = [harvest.files[path] for path in order]
+    flags = split_files(order, options.val_fraction, contents)
+    is_val = dict(zip(order, flags, strict=True))
     totals = Counter(files=0, bytes=0, source_bytes=0, train_files=0, train_bytes=0, val_files=0, val_bytes=0)
-    for path, is_val in zip(order, flags, strict=True):
-        data = harvest.files[path]
+    for path, data in zip(order, contents, strict=True):
+        split = "val" if is_val[path] else "train"
         section = len(header(path)) + len(data) + 1
-        files.append(
-            {
-                "path": path,
-                "size": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "validation": is_val,
-            }
-        )
-        split = "val" if is_val else "train"
-        totals.update(
-            {
-                "files": 1,
-                "bytes": section,
-                "source_bytes": len(data),
-                f"{split}_files": 1,
-                f"{split}_bytes": section,
-            }
-        )
+        totals.update({"files": 1, "bytes": section, "source_bytes": len(data), f"{split}_files": 1,
+                       f"{split}_bytes": section})
+    groups = [{"paths": list(g.paths), "reasons": list(g.reasons), "validation": is_val[g.paths[0]]}
+              for g in copy_groups(order, contents)]
     return {
         "manifest_version": MANIFEST_VERSION,
-        "repository": repo,
-        "ref": checked_out.ref,
-        "commit": checked_out.commit,
+        "repository": source.repository,
+        "ref": source.ref,
+        "commit": source.commit,
+        "input": source.input,
+        "input_sha256": source.input_sha256,
         "include": list(options.include),
         "pattern": list(options.patterns),
         "exclude": list(options.exclude),
+        "keep_vendored": options.keep_vendored,
         "max_file_bytes": options.max_file_bytes,
         "val_fraction": options.val_fraction,
         "output": options.out.name,
         "sha256": corpus_sha256,
         "totals": dict(totals),
-        "files": files,
-        "skipped": [
-            {"path": p, "reason": harvest.skipped[p]} for p in sorted(harvest.skipped, key=_sort_key)
-        ],
+        "files": _file_entries(harvest, order, flags),
+        "copy_groups": groups,
+        "skipped": _skipped_entries(harvest),
     }
 
 
-def write_outputs(
-    options: BuildOptions, repo: str, checked_out: Checkout, harvest: Harvest
-) -> dict[str, Any]:
-    """Write the corpus and its manifest atomically; return the manifest."""
-    order = sorted(harvest.files, key=_sort_key)
+def holdout_path(out: Path) -> Path:
+    """The held-out corpus beside ``out``: ``input.txt`` -> ``input.holdout.txt``."""
+    return out.with_name(f"{out.stem}.holdout{out.suffix or '.txt'}")
+
+
+def _corpus_digest(files: dict[str, bytes], order: list[str]) -> str:
     digest = hashlib.sha256()
-    for chunk in _sections(harvest.files, order):
+    for chunk in _sections(files, order):
         digest.update(chunk)
-    manifest = build_manifest(options, repo, checked_out, harvest, order, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def write_outputs(options: BuildOptions, source: Source, harvest: Harvest,
+                  holdout: tuple[Source, Harvest] | None = None) -> dict[str, Any]:
+    """Write the corpus, the held-out corpus (if any) and the manifest atomically; return the manifest."""
+    order = sorted(harvest.files, key=_sort_key)
+    manifest = build_manifest(options, source, harvest, order, _corpus_digest(harvest.files, order))
+    outputs: list[tuple[Path, Iterator[bytes]]] = [(options.out, _sections(harvest.files, order))]
+    if holdout is not None:
+        held_source, held = holdout
+        held_order = sorted(held.files, key=_sort_key)
+        out = holdout_path(options.out)
+        manifest["holdout"] = {
+            "ref": held_source.ref, "commit": held_source.commit, "output": out.name,
+            "sha256": _corpus_digest(held.files, held_order),
+            "bytes": sum(len(header(p)) + len(held.files[p]) + 1 for p in held_order),
+            "files": _file_entries(held, held_order, None), "skipped": _skipped_entries(held),
+        }
+        outputs.append((out, _sections(held.files, held_order)))
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    outputs.append((manifest_path(options.out), iter([text.encode("utf-8")])))
     temps: list[Path] = []
     try:
-        temps.append(_write_temp(options.out, _sections(harvest.files, order)))
-        temps.append(_write_temp(manifest_path(options.out), iter([text.encode("utf-8")])))
-        os.replace(temps[0], options.out)
-        os.replace(temps[1], manifest_path(options.out))
+        for final, chunks in outputs:
+            temps.append(_write_temp(final, chunks))
+        for (final, _), temp in zip(outputs, temps, strict=True):
+            os.replace(temp, final)
     except OSError as exc:
         raise MlmError(
             f"cannot write output {options.out} ({exc.strerror}); pass a writable path with --out"
@@ -539,38 +627,118 @@ def write_outputs(
     return manifest
 
 
+def _reason_kind(reason: str) -> str:
+    """A skip reason without its details: ``vendored (libs/)`` -> ``vendored``."""
+    return reason.split(" (", 1)[0]
+
+
 def summarize(out: Path, manifest: dict[str, Any]) -> str:
     """Return the one-line report printed at the end of a build."""
     totals = manifest["totals"]
     mib = 1024 * 1024
-    reasons = Counter(item["reason"] for item in manifest["skipped"])
+    reasons = Counter(_reason_kind(item["reason"]) for item in manifest["skipped"])
     skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-    return (
+    source = Source(manifest["repository"], manifest["ref"], manifest["commit"], manifest["input"],
+                    manifest["input_sha256"])
+    line = (
         f"wrote {out}: {totals['bytes'] / mib:.2f} MiB, {totals['files']} files "
         f"(train {totals['train_files']} files / {totals['train_bytes'] / mib:.2f} MiB, "
-        f"validation {totals['val_files']} files / {totals['val_bytes'] / mib:.2f} MiB) "
-        f"from {manifest['repository']} at {manifest['ref']} ({manifest['commit'][:12]}); "
+        f"validation {totals['val_files']} files / {totals['val_bytes'] / mib:.2f} MiB; "
+        f"{len(manifest['copy_groups'])} group(s) of copies kept on one side) from {source.label()}; "
         f"skipped {len(manifest['skipped'])} files" + (f" ({skipped})" if skipped else "")
     )
+    held = manifest.get("holdout")
+    if held:
+        line += (f"; held out {len(held['files'])} files / {held['bytes'] / mib:.2f} MiB added by "
+                 f"{held['ref']} ({held['commit'][:12]}) in {held['output']}")
+    return line
 
 
-def build_dataset(options: BuildOptions, log: Callable[[str], None] = lambda message: None) -> BuildResult:
-    """Fetch the repository, harvest the selected files and write the corpus and manifest."""
+def _check_options(options: BuildOptions) -> None:
+    """Refuse option values that cannot give a corpus, before any work."""
     check_fraction(options.val_fraction)
     if options.max_file_bytes < 1:
         raise MlmError(f"--max-file-bytes must be at least 1, got {options.max_file_bytes}")
     if not options.include or not options.patterns:
         raise MlmError("nothing to harvest: pass at least one --include folder and one --pattern")
+    if (options.repo is None) == (options.from_input is None):
+        raise MlmError("pass exactly one source: --repo URL_OR_PATH or --from-input CORPUS")
+    if options.holdout_ref is not None and options.repo is None:
+        raise MlmError("--holdout-ref needs a git source: pass --repo with --ref and --holdout-ref")
     _check_writable(options.out)
+
+
+def _refuse_empty(harvest: Harvest, options: BuildOptions, where: str) -> None:
+    """A build whose selection and filters leave no file is a mistake worth one clear line."""
+    if harvest.files:
+        return
+    kinds = Counter(_reason_kind(reason) for reason in harvest.skipped.values())
+    refused = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    hint = " (pass --keep-vendored to keep vendored and minified files)" if not options.keep_vendored else ""
+    raise MlmError(
+        f"no files matching {' '.join(options.patterns)} under {' '.join(options.include)} in {where}"
+        + (f": every match was skipped ({refused}){hint}" if refused else "")
+        + "; check --include, --pattern and --exclude"
+    )
+
+
+def _commit_time(cache: Path, commit: str) -> int:
+    git = _git_module()
+    return int(_run(git.cmd.Git(cache), "show", "-s", "--format=%ct", commit, error=f"cannot read {commit}"))
+
+
+def held_out(later: Harvest, base: Harvest, ref: str) -> Harvest:
+    """The files of ``later`` whose path does not exist in ``base``, less copies of ``base``'s files."""
+    known = {content_key(data): path for path, data in base.files.items()}
+    known.pop(None, None)
+    result = Harvest(skipped=dict(later.skipped))
+    for path, data in later.files.items():
+        if path in base.files or path in base.skipped:
+            continue
+        copy_of = known.get(content_key(data))
+        if copy_of is None:
+            result.files[path] = data
+        else:
+            result.skipped[path] = f"copy of a training-snapshot file ({copy_of} at {ref})"
+    return result
+
+
+def _harvest_git(options: BuildOptions, log: Callable[[str], None]) -> tuple[Source, Harvest, tuple | None]:
+    """Check out the ref (and the holdout ref) and collect their files."""
     repo = normalize_repo(options.repo)
     cache = options.cache if options.cache is not None else default_cache(repo)
+    later = None
+    if options.holdout_ref is not None:
+        held_checkout = checkout(repo, options.holdout_ref, cache, log)
+        later = (held_checkout, collect(held_checkout, options))
     checked_out = checkout(repo, options.ref, cache, log)
     harvest = collect(checked_out, options)
-    if not harvest.files:
-        refused = f" ({len(harvest.skipped)} matching files were skipped)" if harvest.skipped else ""
-        raise MlmError(
-            f"no files matching {' '.join(options.patterns)} under {' '.join(options.include)} "
-            f"at {checked_out.ref}{refused}; check --include, --pattern and --exclude"
-        )
-    manifest = write_outputs(options, repo, checked_out, harvest)
+    _refuse_empty(harvest, options, f"{repo} at {checked_out.ref}")
+    source = Source(repo, checked_out.ref, checked_out.commit)
+    if later is None:
+        return source, harvest, None
+    held_checkout, held_files = later
+    if held_checkout.commit == checked_out.commit:
+        raise MlmError(f"--holdout-ref {options.holdout_ref} is the training snapshot itself "
+                       f"({checked_out.commit[:12]}); pass a later release, e.g. the next tag")
+    if _commit_time(cache, held_checkout.commit) < _commit_time(cache, checked_out.commit):
+        raise MlmError(f"--holdout-ref {options.holdout_ref} is older than --ref {checked_out.ref}; "
+                       "the held-out set must come from a later release")
+    holdout = held_out(held_files, harvest, checked_out.ref)
+    if not holdout.files:
+        raise MlmError(f"--holdout-ref {options.holdout_ref} adds no new files under {' '.join(options.include)} "
+                       f"that pass the filters; pass a later release")
+    return source, harvest, (Source(repo, held_checkout.ref, held_checkout.commit), holdout)
+
+
+def build_dataset(options: BuildOptions, log: Callable[[str], None] = lambda message: None) -> BuildResult:
+    """Harvest the selected files (from git or an existing corpus) and write the corpus and manifest."""
+    _check_options(options)
+    if options.from_input is not None:
+        harvest, digest = collect_from_corpus(options.from_input, options)
+        _refuse_empty(harvest, options, str(options.from_input))
+        source, holdout = Source(None, None, None, str(options.from_input), digest), None
+    else:
+        source, harvest, holdout = _harvest_git(options, log)
+    manifest = write_outputs(options, source, harvest, holdout)
     return BuildResult(options.out, manifest_path(options.out), manifest, summarize(options.out, manifest))

@@ -4,14 +4,21 @@ The split is a pure function of names, never of file contents, run order or mach
 same file is held out in every run and every release of a dataset and ``val_bpb`` stays
 comparable.
 
-Rule for headered corpora (``// === FILE: <path> ===`` sections), decided per file path:
+Rule for headered corpora (``// === FILE: <path> ===`` sections), decided per group of files:
 
-* a file is validation when ``hash_fraction(path) < val_fraction``, where ``hash_fraction`` is
-  the first 8 bytes of ``sha256(path as UTF-8)`` read as a big-endian integer over ``2**64``;
-* with two or more distinct paths both splits are kept non-empty: if no path falls under the
-  fraction, the path with the smallest hash is validation; if every path does, the path with
-  the largest hash goes back to training;
-* a corpus with a single file has no validation split (it would leave nothing to train on).
+* files that are copies of each other form one group, so validation never scores a near-copy
+  of a training file: the same content after removing all whitespace (ASCII whitespace:
+  re-indented or re-wrapped copies match), or the same file name under a vendored folder
+  (``libs/draco/draco_encoder.js`` and ``libs/draco/gltf/draco_encoder.js``); groups are
+  closed under both rules; every other file is a group of its own;
+* a group is validation when ``hash_fraction(key) < val_fraction``, its key being its first
+  path in byte order (so a file without copies is decided by its own path, as before groups
+  existed), where ``hash_fraction`` is the first 8 bytes of ``sha256(path as UTF-8)`` read as
+  a big-endian integer over ``2**64``;
+* with two or more groups both splits are kept non-empty: if no key falls under the fraction,
+  the group with the smallest hash is validation; if every key does, the group with the
+  largest hash goes back to training;
+* a corpus with a single group has no validation split (it would leave nothing to train on).
 
 Rule for headerless text, decided per fixed-size block of bytes:
 
@@ -27,7 +34,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 
+from mlm.data.hygiene import vendored_folder
 from mlm.errors import MlmError
 
 DEFAULT_VAL_FRACTION = 0.05
@@ -67,13 +77,74 @@ def _pick(keys: Sequence[str], val_fraction: float) -> set[str]:
     return chosen
 
 
-def split_files(paths: Sequence[str], val_fraction: float = DEFAULT_VAL_FRACTION) -> list[bool]:
+@dataclass(frozen=True)
+class CopyGroup:
+    """Files kept on one side of the split because they are copies of each other."""
+
+    paths: tuple[str, ...]  # in byte order of the UTF-8 path; the first decides the side
+    reasons: tuple[str, ...]  # "same content", "same vendored file name"
+
+
+def content_key(data: bytes) -> str | None:
+    """sha256 of ``data`` without any ASCII whitespace, or None for whitespace-only content."""
+    squeezed = b"".join(data.split())
+    return hashlib.sha256(squeezed).hexdigest() if squeezed else None
+
+
+def _path_order(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def copy_groups(paths: Sequence[str], contents: Sequence[bytes]) -> list[CopyGroup]:
+    """The groups of two or more files that must share a side (see the module docstring)."""
+    parent = {path: path for path in paths}
+
+    def root(path: str) -> str:
+        while parent[path] != path:
+            parent[path] = parent[parent[path]]
+            path = parent[path]
+        return path
+
+    links: list[tuple[str, str, str]] = []
+    first_by_key: dict[tuple[str, str], str] = {}
+    for path, data in zip(paths, contents, strict=True):
+        keys = [("same content", content_key(data))]
+        if vendored_folder(path) is not None:
+            keys.append(("same vendored file name", PurePosixPath(path).name))
+        for reason, key in keys:
+            if key is None:
+                continue
+            first = first_by_key.setdefault((reason, key), path)
+            if first != path:
+                links.append((first, path, reason))
+    for a, b, _ in links:
+        parent[root(a)] = root(b)
+    members: dict[str, list[str]] = {}
+    for path in parent:
+        members.setdefault(root(path), []).append(path)
+    reasons: dict[str, set[str]] = {}
+    for a, _, reason in links:
+        reasons.setdefault(root(a), set()).add(reason)
+    groups = [CopyGroup(tuple(sorted(group, key=_path_order)), tuple(sorted(reasons[top])))
+              for top, group in members.items() if len(group) > 1]
+    return sorted(groups, key=lambda g: _path_order(g.paths[0]))
+
+
+def split_files(paths: Sequence[str], val_fraction: float = DEFAULT_VAL_FRACTION,
+                contents: Sequence[bytes] | None = None) -> list[bool]:
     """Return, for each path in order, whether that file belongs to the validation split.
 
-    Repeated paths get the same answer; the guarantee of non-empty splits counts distinct paths.
+    With ``contents`` (each file's bytes, header excluded) copies share a side (see
+    :func:`copy_groups`); without, every path is its own group. Repeated paths get the same
+    answer; the guarantee of non-empty splits counts groups.
     """
-    chosen = _pick(sorted(set(paths)), val_fraction)
-    return [path in chosen for path in paths]
+    group_of = {path: path for path in paths}
+    if contents is not None:
+        for group in copy_groups(paths, contents):
+            for path in group.paths:
+                group_of[path] = group.paths[0]
+    chosen = _pick(sorted(set(group_of.values())), val_fraction)
+    return [group_of[path] in chosen for path in paths]
 
 
 def block_size_for(n_bytes: int) -> int:

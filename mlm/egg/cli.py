@@ -166,15 +166,25 @@ def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p
 @CKPT
 @RUN_DIR
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Score all of this file instead of the run's validation split.")
-@click.option("--max-bytes", type=int, default=None, help="Score at most this many bytes.")
-@click.option("--threads", type=int, default=default_threads, show_default="all cores")
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True)
+              help="Score all of this file (e.g. input.holdout.txt) instead of the run's validation split.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Score at most this many bytes.")
+@click.option("--breakdown", is_flag=True,
+              help="Also print bits per byte per category (hand-written, vendored, minified) and folder, the "
+                   "files with the most bits, and the top-1 next-byte accuracy.")
+@click.option("--threads", type=click.IntRange(min=1), default=default_threads, show_default="all cores",
+              help="Worker threads (the result does not depend on it).")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True,
+              help="Experiment table the evaluation appends its row to.")
 @click.option("--note", default="", help="Description for the results.tsv row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_command(ckpt, run_dir, data, max_bytes, threads, results, note, as_json) -> None:
-    """Validation bits per byte of a checkpoint (lower is better)."""
+def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, note, as_json) -> None:
+    """Validation bits per byte of a checkpoint (lower is better).
+
+    The figure covers the whole validation split as harvested (every file the pinned split holds);
+    --breakdown shows how it divides between files, so no single file can dominate it unseen.
+    """
     from mlm.egg.checkpoint import RunDir
+    from mlm.egg.evaluate import breakdown as score_parts
     from mlm.egg.evaluate import eval_bytes_of, evaluate
     from mlm.egg.logbook import ResultRow, append_result, check_results_file, compact_config
     from mlm.egg.train import expected_sizes
@@ -182,19 +192,59 @@ def eval_command(ckpt, run_dir, data, max_bytes, threads, results, note, as_json
     check_results_file(results)
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     run_data = checkpoint.extra.get("data_path")
-    tokens, source = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes)
-    result = evaluate(checkpoint, tokens, source, threads)
+    text = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes)
+    parts = score_parts(checkpoint, text, threads) if breakdown else None
+    result = parts.result if parts else evaluate(checkpoint, text, threads)
     append_result(results, ResultRow(
         val_bpb=result.val_bpb, train_loss=checkpoint.metrics["train_loss"], status="ok", steps=checkpoint.step,
         seconds=result.seconds, pop_tok_per_s=0.0, run_dir=str(run_dir),
-        config=compact_config(checkpoint.config, checkpoint.run_seed), description=note or f"eval {source}"))
+        config=compact_config(checkpoint.config, checkpoint.run_seed), description=note or f"eval {result.source}"))
     if as_json:
-        click.echo(json.dumps({"val_bpb": result.val_bpb, "bytes": result.bytes_evaluated,
-                               "seconds": result.seconds, "source": source, "step": checkpoint.step,
-                               "config": checkpoint.config.to_dict()}))
-    else:
-        click.echo(f"val_bpb: {result.val_bpb:.6f}")
-        click.echo(f"bytes:   {result.bytes_evaluated} of {source}, {result.seconds:.2f}s", err=True)
+        report = {"val_bpb": result.val_bpb, "bytes": result.bytes_evaluated, "seconds": result.seconds,
+                  "source": result.source, "step": checkpoint.step, "config": checkpoint.config.to_dict()}
+        if parts:
+            report["breakdown"] = parts.to_dict()
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"val_bpb: {result.val_bpb:.6f}")
+    click.echo(f"bytes:   {result.bytes_evaluated} of {result.source}, {result.seconds:.2f}s", err=True)
+    if parts:
+        click.echo("\n".join(parts.lines()))
+
+
+@main.command()
+@click.option("--ckpt", default="best", show_default=True,
+              help="Checkpoint: best, latest, a ring slot 0-9, or a file path.")
+@RUN_DIR
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="The training corpus [default: the one the checkpoint records].")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help=r"UTF-8 file, one prompt per line; \t, \n and \\ stand for a tab, a newline and a backslash; "
+                   "blank lines are skipped [default: eight Three.js-style openings].")
+@click.option("--samples", type=int, default=16, show_default=True,
+              help="Samples per sampler; sample i continues prompt i mod the number of prompts with seed --seed + i.")
+@click.option("--length", type=int, default=256, show_default=True, help="Bytes generated per sample.")
+@click.option("--temperature", type=float, default=0.5, show_default=True, help="0 = greedy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first sample.")
+@click.option("--orders", default="0,1,2", show_default=True,
+              help="Kneser-Ney baseline orders to compare with, comma-separated (0 unigram, 1 bigram, ...).")
+@click.option("--accuracy-bytes", type=int, default=None,
+              help="Score top-1 accuracy on the first this many validation bytes [default: all].")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores",
+              help="Worker threads for the top-1 accuracy (the result does not depend on it).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, per-sample values included.")
+def judge(ckpt, run_dir, data, prompts_file, samples, length, temperature, seed, orders, accuracy_bytes, threads,
+          as_json) -> None:
+    """Does it write JavaScript? Parse errors, brackets, identifiers and top-1 accuracy, beside Kneser-Ney."""
+    from mlm.egg.baseline import parse_orders
+    from mlm.egg.judge import JudgeSettings, read_prompts, run_judge
+
+    settings = JudgeSettings(
+        ckpt=ckpt, run_dir=run_dir, data=data, prompts=read_prompts(prompts_file), samples=samples,
+        length=length, temperature=temperature, seed=seed, orders=tuple(parse_orders(orders)),
+        accuracy_bytes=accuracy_bytes, threads=threads).validate()
+    report = run_judge(settings, progress=lambda text: click.echo(text, err=True))
+    click.echo(report.to_json() if as_json else f"{report.table()}\n\n{report.excerpts()}")
 
 
 @main.group()

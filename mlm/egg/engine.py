@@ -211,6 +211,18 @@ class Engine:
         _check(lib.egg_eval(self._model, _u8(toks), len(toks), chunk_len, loss))
         return int(loss[0])
 
+    def eval_detail(self, tokens: bytes | np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per prediction of tokens[1:] (chunked as :meth:`eval_bits`): its Q16 bits (int32) and the
+        likeliest byte (uint8, the lowest on ties)."""
+        toks = _bytes(tokens)
+        if toks.size < 2:
+            raise MlmError(f"evaluation needs at least 2 bytes (got {toks.size})")
+        losses = np.empty(toks.size - 1, dtype=np.int32)
+        argmax = np.empty(toks.size - 1, dtype=np.uint8)
+        _check(lib.egg_eval_detail(self._model, _u8(toks), len(toks), chunk_len, ffi.NULL,
+                                   ffi.from_buffer("int32_t[]", losses), _u8(argmax)))
+        return losses, argmax
+
     def train_step(self, run_seed: int, step: int, windows: np.ndarray) -> StepResult:
         """One EGGROLL step on ``windows`` (streams x (seq_len + 1) uint8)."""
         cfg = self.config

@@ -288,16 +288,24 @@ class Model:
         x = layer_norm(resid, self._elementwise("norm_final", 0, noise))
         return self._linear("head", x, noise).astype(np.int8)
 
-    def sequence_loss(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
-                      logits_out: np.ndarray | None = None) -> int:
-        """Sum of Q16 losses predicting tokens[1:] from tokens[:-1]; updates ``state``."""
-        total = 0
-        for t in range(len(tokens) - 1):
+    def predictions(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
+                    logits_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per prediction of tokens[1:] from tokens[:-1]: its Q16 loss and the likeliest byte (the
+        lowest on ties); updates ``state``."""
+        losses = np.zeros(max(len(tokens) - 1, 0), dtype=np.int64)
+        argmax = np.zeros(losses.size, dtype=np.uint8)
+        for t in range(losses.size):
             logits = self.step_token(int(tokens[t]), state, noise)
             if logits_out is not None:
                 logits_out[t] = logits
-            total += token_loss_q16(logits, int(tokens[t + 1]), self.table)
-        return total
+            losses[t] = token_loss_q16(logits, int(tokens[t + 1]), self.table)
+            argmax[t] = int(np.argmax(logits))
+        return losses, argmax
+
+    def sequence_loss(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
+                      logits_out: np.ndarray | None = None) -> int:
+        """Sum of Q16 losses predicting tokens[1:] from tokens[:-1]; updates ``state``."""
+        return int(self.predictions(tokens, state, noise, logits_out)[0].sum())
 
 
 # ----------------------------------------------------------------------------- training step
