@@ -23,8 +23,6 @@ from mlm.egg.data import WindowSampler
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "threejs-r170.txt"
-
 
 def parse_settings(pairs: list[str]) -> dict[str, int]:
     """``["hidden=32", "streams=128"]`` -> ``{"hidden": 32, "streams": 128}`` (ModelConfig fields)."""
@@ -40,7 +38,7 @@ def parse_settings(pairs: list[str]) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=Path("input.txt"), help="corpus (default: ./input.txt)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=INT", help="override a config field")
     parser.add_argument("--steps", type=int, default=6000)
@@ -48,6 +46,8 @@ def main() -> None:
     parser.add_argument("--val-bytes", type=int, default=262144)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shared-pair-state", action="store_true",
+                        help="experiment: both members of a pair start each step from the + member's state")
     args = parser.parse_args()
 
     settings = parse_settings(args.set)
@@ -57,8 +57,11 @@ def main() -> None:
     engine.init_weights(args.seed)
     windows = WindowSampler(corpus.train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
+    members = engine.state.reshape(config.population, -1)
     step_seconds, curve = 0.0, []
     for step in range(args.steps):
+        if args.shared_pair_state:
+            members[1::2] = members[0::2]
         started = time.perf_counter()
         result = engine.train_step(args.seed, step, windows.windows(step))
         step_seconds += time.perf_counter() - started

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli_env, repetitive_corpus, run_cli
+from conftest import cli_env, headered_corpus, repetitive_corpus, run_cli
 from mlm.data.corpus import load_corpus
 from mlm.egg import baseline
 from mlm.egg.baseline import KneserNey, baseline_bpb, cached_baselines, parse_orders
@@ -119,6 +119,23 @@ def test_cache_is_hit_the_second_time(tmp_path: Path, monkeypatch: pytest.Monkey
     assert cached_baselines(corpus, [2, 1]) == {2: first[2], 1: pytest.approx(baseline_bpb(corpus, [1])[1])}
     assert computed == [[0, 2], [1]]
     assert (tmp_path / "cache" / "baselines.json").exists()
+
+
+def test_cache_is_keyed_by_the_split_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same corpus bytes split by other rules must not reuse the cached figures."""
+    corpus_file = tmp_path / "input.txt"
+    corpus_file.write_bytes(headered_corpus())
+    corpus = load_corpus(corpus_file)
+    monkeypatch.setenv("MLM_CACHE_DIR", str(tmp_path / "cache"))
+    cache_file = tmp_path / "cache" / "baselines.json"
+    cached_baselines(corpus, [1])
+    cache = json.loads(cache_file.read_text())
+    (key,) = cache
+    cache[key]["1"] = 99.0  # poison the entry: a hit returns it
+    cache_file.write_text(json.dumps(cache))
+    assert cached_baselines(corpus, [1]) == {1: 99.0}
+    monkeypatch.setattr(baseline, "SPLIT_RULES", "other-rules")
+    assert cached_baselines(corpus, [1]) == pytest.approx(baseline_bpb(corpus, [1]))
 
 
 def test_unwritable_cache_still_computes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

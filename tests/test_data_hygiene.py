@@ -122,6 +122,19 @@ def test_copy_groups_join_whitespace_variants_and_vendored_namesakes() -> None:
     assert grouped[0].reasons == ("same content", "same vendored file name")
 
 
+def test_near_copies_share_most_long_lines() -> None:
+    lines = [f"export const value{i} = computeSomething( input{i}, options );".encode() for i in range(20)]
+    original = b"\n".join(lines)
+    edited = b"\n".join(lines[:19] + [b"// one line changed in the copy, the rest is identical"])
+    unrelated = b"\n".join(line.replace(b"value", b"other") for line in lines)
+    short = b"\n".join(lines[:5])  # too few long lines to call anything a copy
+    groups = copy_groups(["a.js", "b.js", "c.js", "d.js"], [original, edited, unrelated, short])
+    assert [(g.paths, g.reasons) for g in groups] == [(("a.js", "b.js"), ("near copy",))]
+    # 17 of 20 shared lines is under 90%: not a copy.
+    less = b"\n".join(lines[:17] + [b"// changed line number %d of the copy, not the same" % i for i in range(3)])
+    assert copy_groups(["a.js", "b.js"], [original, less]) == []
+
+
 def test_default_build_skips_vendored_and_minified_and_says_why(tmp_path: Path, upstream: Path) -> None:
     done = build(tmp_path, "--repo", str(upstream), "--cache", "cache", "--ref", "r1")
     assert done.returncode == 0, done.stderr

@@ -255,7 +255,8 @@ def test_judge_end_to_end_json(trained: Path) -> None:
             assert all(v is None or 0 <= v <= 1 for v in values), (name, metric, values)
         assert sampler["top1_accuracy"] is not None
         assert all(s["missing_per_kb"] >= 0 and s["unclosed_at_end"] >= 0 for s in sampler["per_sample"])
-    assert report["samplers"]["model"]["val_bpb"] is None, "the model's bits per byte are eval's"
+    evaluated = run_cli("eval", "--ckpt", "latest", "--json", "--results", "eval.tsv", cwd=trained, check=True)
+    assert report["samplers"]["model"]["val_bpb"] == json.loads(evaluated.stdout)["val_bpb"]
     assert all(report["samplers"][f"kn{k}"]["val_bpb"] > 0 for k in range(3))
     # The corpus is three lines repeated, so the trigram guesses most validation bytes right.
     assert report["samplers"]["kn2"]["top1_accuracy"] > 0.5

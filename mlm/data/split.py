@@ -8,9 +8,15 @@ Rule for headered corpora (``// === FILE: <path> ===`` sections), decided per gr
 
 * files that are copies of each other form one group, so validation never scores a near-copy
   of a training file: the same content after removing all whitespace (ASCII whitespace:
-  re-indented or re-wrapped copies match), or the same file name under a vendored folder
-  (``libs/draco/draco_encoder.js`` and ``libs/draco/gltf/draco_encoder.js``); groups are
-  closed under both rules; every other file is a group of its own;
+  re-indented or re-wrapped copies match); the same file name under a vendored folder
+  (``libs/draco/draco_encoder.js`` and ``libs/draco/gltf/draco_encoder.js``); or a near copy:
+  two files with at least :data:`NEAR_COPY_MIN_LINES` distinct lines of
+  :data:`NEAR_COPY_LINE_BYTES` or more bytes each (whitespace stripped), of which at least
+  :data:`NEAR_COPY_SHARE` of the smaller file's also occur in the other (three.js r170 has 14
+  such files, e.g. ``lines/LineSegments2.js`` and ``lines/webgpu/LineSegments2.js``, or
+  ``lwo/LWO2Parser.js`` and ``lwo/LWO3Parser.js``); lines found in more than
+  :data:`NEAR_COPY_MAX_FILES` files (licence headers, common imports) do not count. Groups are
+  closed under all three rules; every other file is a group of its own;
 * a group is validation when ``hash_fraction(key) < val_fraction``, its key being its first
   path in byte order (so a file without copies is decided by its own path, as before groups
   existed), where ``hash_fraction`` is the first 8 bytes of ``sha256(path as UTF-8)`` read as
@@ -41,6 +47,12 @@ from mlm.data.hygiene import vendored_folder
 from mlm.errors import MlmError
 
 DEFAULT_VAL_FRACTION = 0.05
+#: Names the rules below; anything cached per corpus and split (the baselines) keys on it.
+SPLIT_RULES = "file-hash+copy-groups-v2"
+NEAR_COPY_LINE_BYTES = 30
+NEAR_COPY_MIN_LINES = 10
+NEAR_COPY_SHARE = 0.9
+NEAR_COPY_MAX_FILES = 32
 LARGE_BLOCK = 64 * 1024
 SMALL_BLOCK = 4 * 1024
 MIN_LARGE_BLOCKS = 20
@@ -95,6 +107,33 @@ def _path_order(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
+def _long_lines(data: bytes) -> set[bytes]:
+    return {line for line in (raw.strip() for raw in data.split(b"\n")) if len(line) >= NEAR_COPY_LINE_BYTES}
+
+
+def near_copies(paths: Sequence[str], contents: Sequence[bytes]) -> list[tuple[str, str]]:
+    """Pairs of files that share most of their long lines (see the module docstring)."""
+    lines = {path: _long_lines(data) for path, data in zip(paths, contents, strict=True)}
+    lines = {path: found for path, found in lines.items() if len(found) >= NEAR_COPY_MIN_LINES}
+    holders: dict[bytes, list[str]] = {}
+    for path, found in lines.items():
+        for line in found:
+            holders.setdefault(line, []).append(path)
+    pairs = []
+    for path, found in lines.items():
+        shared: dict[str, int] = {}
+        for line in found:
+            others = holders[line]
+            if len(others) <= NEAR_COPY_MAX_FILES:
+                for other in others:
+                    shared[other] = shared.get(other, 0) + 1
+        for other, count in shared.items():
+            smaller = min(len(found), len(lines[other]))
+            if _path_order(path) < _path_order(other) and count >= NEAR_COPY_SHARE * smaller:
+                pairs.append((path, other))
+    return pairs
+
+
 def copy_groups(paths: Sequence[str], contents: Sequence[bytes]) -> list[CopyGroup]:
     """The groups of two or more files that must share a side (see the module docstring)."""
     parent = {path: path for path in paths}
@@ -117,6 +156,7 @@ def copy_groups(paths: Sequence[str], contents: Sequence[bytes]) -> list[CopyGro
             first = first_by_key.setdefault((reason, key), path)
             if first != path:
                 links.append((first, path, reason))
+    links += [(a, b, "near copy") for a, b in near_copies(paths, contents)]
     for a, b, _ in links:
         parent[root(a)] = root(b)
     members: dict[str, list[str]] = {}

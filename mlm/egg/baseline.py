@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from mlm.data.corpus import Corpus
+from mlm.data.split import SPLIT_RULES
 from mlm.egg.data import resolve_data
 from mlm.errors import MlmError
 
@@ -216,7 +217,7 @@ def cached_baselines(corpus: Corpus, orders: Iterable[int]) -> dict[int, float]:
     orders = list(orders)
     path = cache_path()
     cache = _read_cache(path)
-    key = f"{corpus.sha256}:val_fraction={corpus.val_fraction}:{METHOD}"
+    key = f"{corpus.sha256}:val_fraction={corpus.val_fraction}:split={SPLIT_RULES}:{METHOD}"
     entry = cache.get(key)
     known = {k: v for k, v in entry.items() if isinstance(v, float)} if isinstance(entry, dict) else {}
     missing = [order for order in orders if str(order) not in known]

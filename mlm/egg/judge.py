@@ -53,7 +53,7 @@ from mlm.data.corpus import Corpus, load_corpus
 from mlm.egg.baseline import KneserNey, cached_baselines, gram_keys, order_name
 from mlm.egg.checkpoint import RunDir
 from mlm.egg.engine import Engine
-from mlm.egg.evaluate import EVAL_CHUNK
+from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.sample import SamplingOptions, generate, printable
 from mlm.egg.train import expected_sizes
 from mlm.errors import MlmError
@@ -305,10 +305,10 @@ class Sampler:
     label: str
     continue_prompt: Callable[[bytes, int], bytes]  # (prompt, seed) -> continuation
     predict: Callable[[np.ndarray], np.ndarray]  # tokens -> likeliest byte for each of tokens[1:]
-    val_bpb: float | None
+    val_bpb: float
 
 
-def model_sampler(engine: Engine, length: int, temperature: float) -> Sampler:
+def model_sampler(engine: Engine, length: int, temperature: float, val_bpb: float) -> Sampler:
     """The checkpoint's model, sampled by :func:`mlm.egg.sample.generate`."""
     def continue_prompt(prompt: bytes, seed: int) -> bytes:
         return bytes(generate(engine, prompt, length, SamplingOptions(temperature=temperature, seed=seed)))
@@ -317,7 +317,7 @@ def model_sampler(engine: Engine, length: int, temperature: float) -> Sampler:
         _, argmax = engine.eval_detail(tokens, EVAL_CHUNK)
         return argmax
 
-    return Sampler("model", "model", continue_prompt, predict, None)
+    return Sampler("model", "model", continue_prompt, predict, val_bpb)
 
 
 def kn_sampler(model: KneserNey, length: int, temperature: float, val_bpb: float) -> Sampler:
@@ -456,7 +456,7 @@ class JudgeReport:
             lines.append("  ".join([f"{result.sampler.label:{label_width}}", *cells]))
         lines.append(f"{self.settings.samples} samples of {self.settings.length} bytes at temperature "
                      f"{self.settings.temperature:g}; top-1 on the first {self.accuracy_bytes} validation bytes; "
-                     "val bpb on the whole validation split (the model's: python -m mlm.egg eval)")
+                     "val bpb on the whole validation split")
         return "\n".join(lines)
 
     def excerpts(self) -> str:
@@ -499,7 +499,8 @@ def build_samplers(engine: Engine, corpus: Corpus, settings: JudgeSettings,
     orders = ",".join(map(str, settings.orders))
     progress(f"Kneser-Ney validation bits/byte of orders {orders} (computed once per corpus, then cached)")
     bpb = cached_baselines(corpus, settings.orders)
-    samplers = [model_sampler(engine, settings.length, settings.temperature)]
+    model_bpb = bits_per_byte(engine.eval_bits(corpus.val, EVAL_CHUNK), corpus.val_bytes)  # what eval reports
+    samplers = [model_sampler(engine, settings.length, settings.temperature, model_bpb)]
     for order in settings.orders:
         progress(f"fitting Kneser-Ney order {order} on {corpus.train_bytes} training bytes")
         model = KneserNey.fit(corpus.train, order)
