@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from mlm.data.corpus import load_corpus
+from mlm.egg.checkpoint import read_checkpoint
 from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler
 from mlm.egg.engine import Engine
@@ -46,29 +47,39 @@ def main() -> None:
     parser.add_argument("--val-bytes", type=int, default=262144)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--start", type=Path, metavar="CKPT",
+                        help="continue a checkpoint (its configuration, seed, weights and state) instead of a fresh "
+                             "model: branch experiments from one point of a run")
     parser.add_argument("--shared-pair-state", action="store_true",
                         help="experiment: both members of a pair start each step from the + member's state")
     args = parser.parse_args()
 
     settings = parse_settings(args.set)
-    config = preset(args.preset).replace(**settings).validate()
+    start = read_checkpoint(args.start) if args.start else None
+    config = (start.config if start else preset(args.preset)).replace(**settings).validate()
     corpus = load_corpus(args.data)
     engine = Engine(config, threads=args.threads)
-    engine.init_weights(args.seed)
+    if start:
+        engine.weights[:] = start.weights
+        engine.load_training_state(start.state)
+        args.seed = start.run_seed
+    else:
+        engine.init_weights(args.seed)
+    first_step = start.step if start else 0
     windows = WindowSampler(corpus.train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
     members = engine.state.reshape(config.population, -1)
     step_seconds, curve = 0.0, []
-    for step in range(args.steps):
+    for step in range(first_step, args.steps):
         if args.shared_pair_state:
             members[1::2] = members[0::2]
         started = time.perf_counter()
         result = engine.train_step(args.seed, step, windows.windows(step))
         step_seconds += time.perf_counter() - started
-        if (step + 1) % args.eval_every == 0:
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             curve.append((step + 1, bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size)))
             print(f"step {step + 1} | val_bpb {curve[-1][1]:.4f} | train {result.loss_bits:.3f} | "
-                  f"moved {result.moved} | {1000 * step_seconds / (step + 1):.1f} ms/step", flush=True)
+                  f"moved {result.moved} | {1000 * step_seconds / (step + 1 - first_step):.1f} ms/step", flush=True)
     if curve:
         print("RESULT", json.dumps(settings), f"final {curve[-1][1]:.4f}", f"best {min(v for _, v in curve):.4f}")
 
