@@ -13,6 +13,9 @@
 #define EGG_INIT_STREAM 0xFFFFFFFEULL
 #define EGG_LOSS_FRAC_BITS 16
 #define EGG_MAX_Z_Q8 4096 /* the largest vote threshold, 16 spreads: keeps vote_threshold() in 64 bits */
+/* With vote memory the threshold is compared with the memory, never squared: 127 spreads, so the
+ * memory, clamped to +/- z, still fits int16. */
+#define EGG_MEMORY_MAX_Z_Q8 32512
 
 enum egg_kind { EGG_EMBEDDING, EGG_MATRIX, EGG_NORM, EGG_BIAS };
 

@@ -47,6 +47,12 @@ static int check_config(const egg_config *c) {
         egg_set_error("algorithm settings out of range");
         return -1;
     }
+    if (c->max_z_q8 < c->threshold_z_q8 || c->max_z_q8 > (c->vote_memory ? EGG_MEMORY_MAX_Z_Q8 : EGG_MAX_Z_Q8) ||
+        c->cooldown_start < 0 || c->cooldown_end < 0 || (c->cooldown_end && c->cooldown_start >= c->cooldown_end) ||
+        (!c->cooldown_end && c->cooldown_start)) {
+        egg_set_error("threshold schedule out of range");
+        return -1;
+    }
     return 0;
 }
 

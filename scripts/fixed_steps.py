@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mlm.data.corpus import load_corpus
-from mlm.egg.checkpoint import read_checkpoint
+from mlm.egg.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler
 from mlm.egg.engine import Engine
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--start", type=Path, metavar="CKPT",
                         help="continue a checkpoint (its configuration, seed, weights and state) instead of a fresh "
                              "model: branch experiments from one point of a run")
+    parser.add_argument("--save", type=Path, metavar="CKPT",
+                        help="write the final model as a checkpoint (for eval --breakdown, judge and sample)")
     parser.add_argument("--shared-pair-state", action="store_true",
                         help="experiment: both members of a pair start each step from the + member's state")
     args = parser.parse_args()
@@ -80,6 +82,13 @@ def main() -> None:
             curve.append((step + 1, bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size)))
             print(f"step {step + 1} | val_bpb {curve[-1][1]:.4f} | train {result.loss_bits:.3f} | "
                   f"moved {result.moved} | {1000 * step_seconds / (step + 1 - first_step):.1f} ms/step", flush=True)
+    if args.save:
+        write_checkpoint(Checkpoint(
+            config=config, step=args.steps, run_seed=args.seed, data_cursor=windows.cursor(args.steps),
+            weights=engine.weights.copy(), state=engine.training_state(),
+            metrics={"train_loss": result.loss_bits, "val_bpb": curve[-1][1] if curve else None,
+                     "best_metric": curve[-1][1] if curve else None},
+            best_metric_name="val_bpb", extra={"data_sha256": corpus.sha256}), args.save)
     if curve:
         print("RESULT", json.dumps(settings), f"final {curve[-1][1]:.4f}", f"best {min(v for _, v in curve):.4f}")
 

@@ -16,8 +16,9 @@ from conftest import cli_env, run_cli
 
 STEPS = 30
 #: A tiny model with enough work per step (~tens of ms) that signals land mid-run.
+#: With a cooldown over the last steps and a ceiling above 16 spreads, so resumes cross the schedule's changes.
 TRAIN = ("train", "--preset", "tiny", "--seq-len", "64", "--population", "128", "--save-every", "5",
-         "--print-every", "5", "--sample-every", "0")
+         "--print-every", "5", "--sample-every", "0", "--cooldown", "0.3", "--max-z", "100")
 
 
 def final_state(cwd: Path, run_dir: str) -> dict:
@@ -44,7 +45,9 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, dict, dict]:
 
     (cwd / "input.txt").write_bytes(headered_corpus())
     run_cli(*TRAIN, "--steps", str(STEPS), "--threads", "2", "--run-dir", "A", cwd=cwd, check=True)
-    return cwd, final_state(cwd, "A"), logged_losses(cwd, "A")
+    state = final_state(cwd, "A")
+    assert state["config"]["cooldown_end"] == STEPS, "the resumed runs below must cross the cooldown"
+    return cwd, state, logged_losses(cwd, "A")
 
 
 def start_training(cwd: Path, run_dir: str, steps: int = STEPS, **env: str) -> subprocess.Popen:

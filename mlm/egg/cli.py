@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from mlm import __version__
-from mlm.egg.config import PRESETS, preset
+from mlm.egg.config import MAX_MEMORY_Z_Q8, PRESETS, preset
+from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
 
 RUN_DIR = click.option("--run-dir", type=click.Path(path_type=Path), default=Path("egg-run"),
@@ -64,6 +65,12 @@ def main() -> None:
               help="1: only pairs whose window holds a byte vote on its embedding row.")
 @click.option("--z-growth", type=int, help="The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.")
 @click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
+@click.option("--max-z", type=click.FloatRange(0, MAX_MEMORY_Z_Q8 / 256),
+              help="Ceiling of the growing and cooling threshold, in vote spreads.")
+@click.option("--cooldown", type=click.FloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
+              help="Share of the run's steps over which the threshold rises so that weight moves fade out "
+                   "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
+                   "under --time-budget.")
 @click.option("--threads", type=int, default=default_threads, show_default="all cores",
               help="Worker threads (results do not depend on it).")
 @click.option("--seed", type=int, default=None, help="Run seed [default: 1].")
@@ -87,8 +94,8 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
 def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
           shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
-          threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every, eval_bytes, resume,
-          fresh, results, note, quiet) -> None:
+          max_z, cooldown, threads, seed, steps, time_budget, print_every, sample_every, save_every, eval_every,
+          eval_bytes, resume, fresh, results, note, quiet) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
     from mlm.egg.train import TrainSettings
     from mlm.egg.train import train as run_training
@@ -99,6 +106,7 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
         "alpha_decay_steps": alpha_decay, "z_growth_steps": z_growth, "vote_memory": vote_memory,
         "fitness_levels": fitness_levels, "sparse_embedding_votes": sparse_embedding_votes,
         "threshold_z_q8": None if threshold_z is None else round(threshold_z * 256),
+        "max_z_q8": None if max_z is None else round(max_z * 256),
     }.items() if v is not None}
     if threads < 1:
         raise MlmError(f"--threads must be at least 1 (got {threads})")
@@ -110,7 +118,7 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
     config = preset(preset_name).replace(**explicit).validate()
     settings = TrainSettings(
         config=config, run_dir=run_dir, data=data, explicit=explicit, seed=1 if seed is None else seed,
-        seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget,
+        seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget, cooldown=cooldown,
         print_every=print_every, sample_every=sample_every, save_every=save_every, eval_every=eval_every,
         eval_bytes=eval_bytes, resume=resume, fresh=fresh, results=results, note=note,
         quiet=quiet,

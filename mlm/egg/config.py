@@ -18,9 +18,12 @@ from mlm.errors import MlmError
 HIDDEN_MULTIPLE = 16
 #: The largest vote threshold, 16 spreads (EGG_MAX_Z_Q8 in csrc/egg_internal.h).
 MAX_THRESHOLD_Z_Q8 = 4096
+#: The largest threshold ceiling with vote memory, 127 spreads (EGG_MEMORY_MAX_Z_Q8).
+MAX_MEMORY_Z_Q8 = 32512
 #: Fields added after the first release, with the values that reproduce the arithmetic of runs
 #: whose stored configuration predates them: such runs resume with the rule they started with.
-LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0}
+LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
+                 "max_z_q8": MAX_THRESHOLD_Z_Q8, "cooldown_start": 0, "cooldown_end": 0}
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class ModelConfig:
     sparse_embedding_votes: int = 1
     #: 1: votes add up across steps in a per-weight memory; a weight moves when its memory passes z.
     vote_memory: int = 1
+    #: Ceiling of the growing and cooling threshold, in 1/256 units.
+    max_z_q8: int = MAX_THRESHOLD_Z_Q8
+    #: Steps [cooldown_start, cooldown_end): the threshold is multiplied by (end - start) / (end - t), so
+    #: the rate of moves falls linearly to the ceiling's; 0, 0 = no cooldown. Set from --steps and --cooldown.
+    cooldown_start: int = 0
+    cooldown_end: int = 0
 
     @property
     def pairs(self) -> int:
@@ -108,6 +117,11 @@ class ModelConfig:
             (self.sparse_embedding_votes in (0, 1),
              f"sparse_embedding_votes must be 0 or 1 (got {self.sparse_embedding_votes})"),
             (self.vote_memory in (0, 1), f"vote_memory must be 0 or 1 (got {self.vote_memory})"),
+            (self.threshold_z_q8 <= self.max_z_q8 <= (MAX_MEMORY_Z_Q8 if self.vote_memory else MAX_THRESHOLD_Z_Q8),
+             f"max_z_q8 must be between threshold_z_q8 ({self.threshold_z_q8}) and "
+             f"{MAX_MEMORY_Z_Q8 if self.vote_memory else MAX_THRESHOLD_Z_Q8} (got {self.max_z_q8})"),
+            ((self.cooldown_start, self.cooldown_end) == (0, 0) or 0 <= self.cooldown_start < self.cooldown_end,
+             f"the cooldown must start before it ends (got steps {self.cooldown_start} to {self.cooldown_end})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -311,16 +311,23 @@ class Model:
 # ----------------------------------------------------------------------------- training step
 
 
-#: The largest vote threshold z, in 1/256 units (16 spreads).
-MAX_Z_Q8 = 4096
-
-
 def threshold_z_at(cfg: ModelConfig, step: int) -> int:
-    """z_t = min(MAX_Z_Q8, floor(z * sqrt((t + G) / G))), G = z_growth_steps (z when G = 0)."""
-    g = cfg.z_growth_steps
-    if g == 0:
-        return cfg.threshold_z_q8
-    return min(MAX_Z_Q8, math.isqrt(cfg.threshold_z_q8 ** 2 * (step + g) // g))
+    """The threshold of step ``step`` in 1/256 units.
+
+    z grows as floor(z * sqrt((t + G) / G)) over G = z_growth_steps (constant when G = 0); over
+    the cooldown [S, E) it is further multiplied by (E - S) / (E - t), floored, so the rate of
+    moves (about 1/z) falls linearly; from E on it is max_z_q8, which also caps both.
+    """
+    z, g, start, end = cfg.threshold_z_q8, cfg.z_growth_steps, cfg.cooldown_start, cfg.cooldown_end
+    cooling = end > 0 and step >= start
+    if g == 0 and not cooling:
+        return z
+    grown = math.isqrt(z * z * (step + g) // g) if g else z
+    if grown > cfg.max_z_q8 or (cooling and step >= end):
+        return cfg.max_z_q8
+    if cooling:
+        grown = min(cfg.max_z_q8, grown * (end - start) // (end - step))
+    return grown
 
 
 def alpha_q16(cfg: ModelConfig, step: int) -> int:

@@ -27,6 +27,7 @@ from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
 from mlm.egg.reference import n_state, n_weights
+from mlm.egg.schedule import DEFAULT_COOLDOWN, StepEstimate, calibrated, has_cooldown, with_cooldown
 from mlm.errors import MlmError
 
 SAMPLE_PROMPT = b"// === FILE: src/"
@@ -51,6 +52,8 @@ class TrainSettings:
     threads: int = 1
     steps: int | None = None
     time_budget: float | None = None
+    #: Share of the run's steps over which the threshold cools down, fixed when the run starts.
+    cooldown: float = DEFAULT_COOLDOWN
     print_every: int = 10
     sample_every: int = 50
     save_every: int | None = None
@@ -193,6 +196,11 @@ class Trainer:
         self.state.last_val = ckpt.metrics["val_bpb"]
         self.state.last_train_loss = ckpt.metrics["train_loss"]
         self.state.saved_step = ckpt.step
+        cfg = ckpt.config
+        if has_cooldown(cfg) and self.s.steps is not None and self.s.steps > cfg.cooldown_end:
+            self.say(f"note: this run cooled down for its end at step {cfg.cooldown_end}; past it weights move "
+                     "only at the ceiling threshold: start a new run (--fresh or another --run-dir) to train "
+                     "longer with a cooldown")
         if ckpt.extra.get("data_sha256") not in (None, self.corpus.sha256):
             self.say("warning: the training data changed since this checkpoint; the run continues on the new data")
 
@@ -203,6 +211,8 @@ class Trainer:
             self._resume(ckpt)
             self.say(f"resume from {origin} at step {ckpt.step}")
         else:
+            if self.s.steps is not None:
+                self.s.config = with_cooldown(self.s.config, self.s.steps, self.s.cooldown)
             self.engine = Engine(self.s.config, threads=self.s.threads)
             self.engine.init_weights(self.run_seed)
         self.windows = WindowSampler(self.corpus.train, self.s.config.streams, self.s.config.seq_len)
@@ -239,6 +249,7 @@ class Trainer:
                 with StopRequest() as stop:
                     while not self._budget_spent(started, first_step) and stop.signal is None:
                         self._one_step()
+                        self._fix_cooldown_from_speed(started, first_step)
                         self._refresh_display(started)
                     if stop.signal is not None:
                         status, code = "interrupted", stop.exit_code
@@ -257,6 +268,29 @@ class Trainer:
                 seconds = time.monotonic() - started
                 self._record(status, seconds, self.state.step - first_step)
         return code
+
+    def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
+        """A run with only a time budget fixes its cooldown once, from the speed of its first steps.
+
+        The schedule is stored in the configuration (and so in every checkpoint from now on): a resumed
+        run follows it instead of re-estimating, and no step before the cooldown depends on it.
+        """
+        cfg, budget = self.s.config, self.s.time_budget
+        if self.s.steps is not None or budget is None or not self.s.cooldown or has_cooldown(cfg):
+            return
+        done, seconds = self.state.step - first_step, time.monotonic() - started
+        if not calibrated(done, seconds, budget):
+            return
+        total = StepEstimate(done, seconds, first_step).total_steps(budget)
+        cooled = with_cooldown(cfg, total, self.s.cooldown)
+        if not has_cooldown(cooled) or cooled.cooldown_start <= self.state.step:
+            return
+        engine = Engine(cooled, threads=self.engine.threads)
+        engine.weights[:] = self.engine.weights
+        engine.load_training_state(self.engine.training_state())
+        self.engine, self.s.config = engine, cooled
+        self.say(f"cooldown fixed at steps {cooled.cooldown_start:,}-{cooled.cooldown_end:,}: {total:,} steps "
+                 f"estimated for the {budget:.0f} s budget from {done:,} steps in {seconds:.1f} s")
 
     def _start_display(self) -> None:
         if self.s.steps is not None:

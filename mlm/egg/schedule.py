@@ -1,0 +1,54 @@
+"""The threshold cooldown: the last part of a run's steps, fixed once and stored in its configuration.
+
+The C core raises the vote threshold over ``[cooldown_start, cooldown_end)`` so that the rate of
+weight moves falls linearly, as a learning rate decays to zero at the end of a backprop run. The
+window comes from the run's step budget, never from the clock: with ``--steps`` it is known at the
+start; with only ``--time-budget`` it is fixed once from the speed of the first steps and stored in
+the checkpoint, so a resumed run follows the same schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlm.egg.config import ModelConfig
+
+#: Share of a run's steps spent cooling down unless --cooldown says otherwise: none, because a
+#: cooldown measured worse at a fixed step count (docs/results.md, "Update-rule measurements").
+DEFAULT_COOLDOWN = 0.0
+#: A time-budgeted run times this share of its budget (and at least CALIBRATION_STEPS steps) before
+#: it fixes its cooldown from the measured speed.
+CALIBRATION_SHARE = 0.03
+CALIBRATION_STEPS = 20
+
+
+def with_cooldown(config: ModelConfig, total_steps: int, fraction: float) -> ModelConfig:
+    """``config`` cooling down over the last ``fraction`` of ``total_steps`` (none when that is < 1 step)."""
+    length = round(total_steps * fraction)
+    if length < 1 or total_steps < 2:
+        return config.replace(cooldown_start=0, cooldown_end=0)
+    return config.replace(cooldown_start=total_steps - min(length, total_steps - 1), cooldown_end=total_steps)
+
+
+def has_cooldown(config: ModelConfig) -> bool:
+    """Whether ``config``'s schedule has a cooldown fixed."""
+    return config.cooldown_end > 0
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """How many steps a time budget buys, from the speed measured so far in this invocation."""
+
+    steps_done: int  # steps run in this invocation
+    seconds: float  # the seconds they took
+    first_step: int  # the step this invocation started at
+
+    def total_steps(self, budget_seconds: float) -> int:
+        """The run's final step if the rest of the budget runs at the measured speed."""
+        per_second = self.steps_done / max(self.seconds, 1e-9)
+        return self.first_step + max(self.steps_done + 1, round(per_second * budget_seconds))
+
+
+def calibrated(steps_done: int, seconds: float, budget_seconds: float) -> bool:
+    """Has a time-budgeted run measured enough of its speed to fix its cooldown?"""
+    return steps_done >= CALIBRATION_STEPS and seconds >= CALIBRATION_SHARE * budget_seconds
