@@ -31,10 +31,10 @@ typedef struct egg_config {
     int32_t fitness_levels;    /* pair fitness = sign * (1..levels by rank of |loss difference|) */
     int32_t sparse_embedding_votes; /* 1: an embedding row is voted on only by pairs whose window has its byte */
     int32_t vote_memory;       /* 1: votes add up across steps in a per-weight memory (see egg_vote_memory) */
-    int32_t max_z_q8;          /* ceiling of the growing and cooling threshold, 1/256 units: at most 4096
-                                  (16 spreads), or 32512 (127) with vote_memory; >= threshold_z_q8 */
-    int32_t cooldown_start;    /* steps [start, end): the threshold is multiplied by (end - start) / (end - t), */
-    int32_t cooldown_end;      /* so moves fade out linearly; from end on it stays at max_z_q8; 0, 0 = off */
+    int32_t max_z_q8;          /* ceiling of the growing threshold, 1/256 units: at most 4096 (16 spreads),
+                                  or 32512 (127) with vote_memory; >= threshold_z_q8 */
+    int32_t cooldown_start;    /* steps [start, end): the threshold is multiplied by (end - start) / (end - t) */
+    int32_t cooldown_end;      /* up to 4096 (32512 with vote_memory), its value from end on; 0, 0 = off */
 } egg_config;
 
 typedef struct egg_model egg_model;

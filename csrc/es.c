@@ -64,20 +64,21 @@ static int64_t scaled_vote(int64_t vote, int64_t spread) {
 }
 
 /* The threshold of step t in 1/256 units (threshold_z_at() in reference.py): z grows as
- * z * sqrt((t + G) / G) over G = z_growth_steps, so weights move less often as training settles;
- * over the cooldown [S, E) it is further multiplied by (E - S) / (E - t), so the rate of moves,
- * which goes as 1/z, falls linearly to the ceiling's; both stop at max_z_q8. */
+ * z * sqrt((t + G) / G) over G = z_growth_steps, up to max_z_q8, so weights move less often as
+ * training settles; over the cooldown [S, E) that is further multiplied by (E - S) / (E - t), so the
+ * rate of moves, which goes as 1/z, falls linearly, up to the rule's largest threshold, where it stays. */
 static int64_t threshold_z_at(const egg_config *c, int64_t step) {
     const int64_t z = c->threshold_z_q8, g = c->z_growth_steps, start = c->cooldown_start, end = c->cooldown_end;
-    if (!g && (!end || step < start)) return z;
-    int64_t grown = g ? (int64_t)isqrt64((uint64_t)(z * z) * (uint64_t)(step + g) / (uint64_t)g) : z;
-    if (grown > c->max_z_q8) return c->max_z_q8;
-    if (end && step >= start) {
-        if (step >= end) return c->max_z_q8;
-        const int64_t cooled = grown * (end - start) / (end - step);
-        grown = cooled < c->max_z_q8 ? cooled : c->max_z_q8;
+    int64_t grown = z;
+    if (g) {
+        grown = (int64_t)isqrt64((uint64_t)(z * z) * (uint64_t)(step + g) / (uint64_t)g);
+        if (grown > c->max_z_q8) grown = c->max_z_q8;
     }
-    return grown;
+    if (!end || step < start) return grown;
+    const int64_t ceiling = c->vote_memory ? EGG_MEMORY_MAX_Z_Q8 : EGG_MAX_Z_Q8;
+    if (step >= end) return ceiling;
+    const int64_t cooled = grown * (end - start) / (end - step);
+    return cooled < ceiling ? cooled : ceiling;
 }
 
 static int64_t alpha_q16(const egg_config *c, int64_t step) {

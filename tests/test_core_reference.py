@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlm.egg import reference as ref
-from mlm.egg.config import ModelConfig
+from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig
 from mlm.egg.engine import Engine
 
 CONFIGS = [
@@ -19,10 +19,10 @@ CONFIGS = [
     ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=12, streams=4, noise_bits=3,
                 noise_shift=3, threshold_z_q8=400, alpha_decay_steps=3, fitness_levels=2, vote_memory=1,
                 z_growth_steps=1),
-    # A cooldown over steps 1-2 and a ceiling above the old 16-spread cap: before, during and after it.
+    # Growth capped at step 2 and a cooldown over steps 1-2: before, during and after it.
     ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=12, streams=4, noise_bits=3,
                 noise_shift=3, threshold_z_q8=300, fitness_levels=2, vote_memory=1, z_growth_steps=1,
-                max_z_q8=20000, cooldown_start=1, cooldown_end=3),
+                max_z_q8=450, cooldown_start=1, cooldown_end=3),
     ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=5, population=8, streams=2, noise_bits=2,
                 noise_shift=2, threshold_z_q8=64, vote_memory=0, z_growth_steps=0, max_z_q8=4096,
                 cooldown_start=2, cooldown_end=4),
@@ -73,12 +73,13 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
 
 def test_cooldown_schedule_fades_moves_out_linearly() -> None:
     """Over the cooldown the threshold is z * (E - S) / (E - t), so 1/z falls linearly; then the ceiling."""
-    cfg = ModelConfig(threshold_z_q8=1024, z_growth_steps=0, max_z_q8=30000, cooldown_start=100, cooldown_end=200)
+    cfg = ModelConfig(threshold_z_q8=1024, z_growth_steps=0, cooldown_start=100, cooldown_end=200)
     z = [ref.threshold_z_at(cfg, t) for t in range(0, 260)]
     assert z[:101] == [1024] * 101
-    assert z[150] == 2048 and z[175] == 4096
+    assert z[150] == 2048 and z[175] == 4096 and z[190] == 10240
     assert all(a <= b for a, b in zip(z[:-1], z[1:], strict=True))
-    assert z[199] == 30000 and z[200:] == [30000] * 60
+    assert z[199] == MAX_MEMORY_Z_Q8 and z[200:] == [MAX_MEMORY_Z_Q8] * 60, "past the growth ceiling, to the rule's"
+    assert ref.threshold_z_at(cfg.replace(vote_memory=0), 199) == MAX_THRESHOLD_Z_Q8
     grown = cfg.replace(z_growth_steps=2000, cooldown_start=0, cooldown_end=0)
     assert ref.threshold_z_at(grown, 30000) == 4096, "the legacy 16-spread ceiling still caps z growth"
     assert ref.threshold_z_at(grown.replace(max_z_q8=30000), 30000) == 4096

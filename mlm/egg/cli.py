@@ -66,7 +66,7 @@ def main() -> None:
 @click.option("--z-growth", type=int, help="The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.")
 @click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
 @click.option("--max-z", type=click.FloatRange(0, MAX_MEMORY_Z_Q8 / 256),
-              help="Ceiling of the growing and cooling threshold, in vote spreads.")
+              help="Ceiling of the growing threshold, in vote spreads [preset: 16].")
 @click.option("--cooldown", type=click.FloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "

@@ -56,10 +56,11 @@ class ModelConfig:
     sparse_embedding_votes: int = 1
     #: 1: votes add up across steps in a per-weight memory; a weight moves when its memory passes z.
     vote_memory: int = 1
-    #: Ceiling of the growing and cooling threshold, in 1/256 units.
+    #: Ceiling of the growing threshold, in 1/256 units (the cooldown goes past it).
     max_z_q8: int = MAX_THRESHOLD_Z_Q8
     #: Steps [cooldown_start, cooldown_end): the threshold is multiplied by (end - start) / (end - t), so
-    #: the rate of moves falls linearly to the ceiling's; 0, 0 = no cooldown. Set from --steps and --cooldown.
+    #: the rate of moves falls linearly, up to the rule's largest threshold (MAX_MEMORY_Z_Q8 with vote
+    #: memory, else MAX_THRESHOLD_Z_Q8); 0, 0 = no cooldown. Set from --steps and --cooldown.
     cooldown_start: int = 0
     cooldown_end: int = 0
 

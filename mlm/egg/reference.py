@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlm.egg.config import ModelConfig
+from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -314,20 +314,17 @@ class Model:
 def threshold_z_at(cfg: ModelConfig, step: int) -> int:
     """The threshold of step ``step`` in 1/256 units.
 
-    z grows as floor(z * sqrt((t + G) / G)) over G = z_growth_steps (constant when G = 0); over
-    the cooldown [S, E) it is further multiplied by (E - S) / (E - t), floored, so the rate of
-    moves (about 1/z) falls linearly; from E on it is max_z_q8, which also caps both.
+    z grows as floor(z * sqrt((t + G) / G)) over G = z_growth_steps (constant when G = 0), up to
+    max_z_q8; over the cooldown [S, E) that is further multiplied by (E - S) / (E - t), floored, so
+    the rate of moves (about 1/z) falls linearly, up to the rule's largest threshold, which holds
+    from E on: MAX_MEMORY_Z_Q8 with vote memory, MAX_THRESHOLD_Z_Q8 without.
     """
     z, g, start, end = cfg.threshold_z_q8, cfg.z_growth_steps, cfg.cooldown_start, cfg.cooldown_end
-    cooling = end > 0 and step >= start
-    if g == 0 and not cooling:
-        return z
-    grown = math.isqrt(z * z * (step + g) // g) if g else z
-    if grown > cfg.max_z_q8 or (cooling and step >= end):
-        return cfg.max_z_q8
-    if cooling:
-        grown = min(cfg.max_z_q8, grown * (end - start) // (end - step))
-    return grown
+    grown = min(cfg.max_z_q8, math.isqrt(z * z * (step + g) // g)) if g else z
+    if end == 0 or step < start:
+        return grown
+    ceiling = MAX_MEMORY_Z_Q8 if cfg.vote_memory else MAX_THRESHOLD_Z_Q8
+    return ceiling if step >= end else min(ceiling, grown * (end - start) // (end - step))
 
 
 def alpha_q16(cfg: ModelConfig, step: int) -> int:

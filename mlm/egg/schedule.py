@@ -1,7 +1,7 @@
 """The threshold cooldown: the last part of a run's steps, fixed once and stored in its configuration.
 
 The C core raises the vote threshold over ``[cooldown_start, cooldown_end)`` so that the rate of
-weight moves falls linearly, as a learning rate decays to zero at the end of a backprop run. The
+weight moves falls linearly, as a learning rate decays towards zero at the end of a backprop run. The
 window comes from the run's step budget, never from the clock: with ``--steps`` it is known at the
 start; with only ``--time-budget`` it is fixed once from the speed of the first steps and stored in
 the checkpoint, so a resumed run follows the same schedule.
