@@ -63,6 +63,16 @@ static int64_t scaled_vote(int64_t vote, int64_t spread) {
     return vote < 0 ? -q : q;
 }
 
+/* The rule's largest threshold: see EGG_MEMORY_MAX_Z_Q8. */
+static int64_t largest_z(const egg_config *c) { return c->vote_memory ? EGG_MEMORY_MAX_Z_Q8 : EGG_MAX_Z_Q8; }
+
+/* The threshold of tensor kind `kind` when the matrices' is z: vectors scale it by vector_z_q8 / 256. */
+static int64_t tensor_z(const egg_config *c, enum egg_kind kind, int64_t z) {
+    if (kind != EGG_NORM && kind != EGG_BIAS) return z;
+    const int64_t scaled = z * c->vector_z_q8 / 256;
+    return scaled < largest_z(c) ? scaled : largest_z(c);
+}
+
 /* The threshold of step t in 1/256 units (threshold_z_at() in reference.py): z grows as
  * z * sqrt((t + G) / G) over G = z_growth_steps, up to max_z_q8, so weights move less often as
  * training settles; over the cooldown [S, E) that is further multiplied by (E - S) / (E - t), so the
@@ -75,7 +85,7 @@ static int64_t threshold_z_at(const egg_config *c, int64_t step) {
         if (grown > c->max_z_q8) grown = c->max_z_q8;
     }
     if (!end || step < start) return grown;
-    const int64_t ceiling = c->vote_memory ? EGG_MEMORY_MAX_Z_Q8 : EGG_MAX_Z_Q8;
+    const int64_t ceiling = largest_z(c);
     if (step >= end) return ceiling;
     const int64_t cooled = grown * (end - start) / (end - step);
     return cooled < ceiling ? cooled : ceiling;
@@ -184,8 +194,8 @@ static int nudge(int8_t *w, int64_t direction) {
 
 /* One row's votes, no memory: a weight moves when |vote| passes z times the vote's null spread. */
 static int64_t apply_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
-                           int64_t energy, int8_t *w) {
-    const int64_t tau = vote_threshold(&job->m->cfg, energy, job->z);
+                           int64_t energy, int64_t z, int8_t *w) {
+    const int64_t tau = vote_threshold(&job->m->cfg, energy, z);
     int64_t moved = 0;
     for (int32_t j = 0; j < n; j++) {
         const int64_t v = vote[j];
@@ -195,13 +205,14 @@ static int64_t apply_votes(const update_job *job, uint64_t key, int64_t first, c
 }
 
 /* One row's votes with memory: each weight adds its vote, in 1/256 of the vote's null spread,
- * to its memory, and moves when the memory passes z, spending z of it. */
+ * to its memory, less its decay (trunc(w * decay / 256), towards 0), and moves when the memory
+ * passes z, spending z of it. */
 static int64_t remember_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
-                              int64_t energy, int8_t *w, int16_t *memory) {
-    const int64_t spread = vote_threshold(&job->m->cfg, energy, 256), z = job->z;
+                              int64_t energy, int64_t z, int64_t decay, int8_t *w, int16_t *memory) {
+    const int64_t spread = vote_threshold(&job->m->cfg, energy, 256);
     int64_t moved = 0;
     for (int32_t j = 0; j < n; j++) {
-        int64_t mem = memory[j] + scaled_vote(vote[j], spread);
+        int64_t mem = memory[j] + scaled_vote(vote[j], spread) - w[j] * decay / 256;
         if ((mem > z || mem < -z) && alpha_keeps(job, key, first + j) && nudge(&w[j], mem)) {
             mem -= mem > 0 ? z : -z;
             moved++;
@@ -227,16 +238,19 @@ static void vote_task(void *ctx, int64_t index) {
     egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, job->b_t, job->voters,
                                vote, t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
+    const egg_config *c = &job->m->cfg;
+    const int64_t z = tensor_z(c, t->kind, job->z);
+    const int64_t decay = t->kind == EGG_NORM || t->kind == EGG_BIAS ? 0 : c->weight_decay_q8;
     int64_t moved = 0;
     for (int32_t r = 0; r < task->rows; r++) {
         const int64_t energy = job->row_energy ? job->row_energy[task->row0 + r] : job->energy;
         const int64_t first = (int64_t)(task->row0 + r) * t->cols; /* index in the tensor */
         if (!energy) continue;
         if (job->m->vote_memory)
-            moved += remember_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy,
+            moved += remember_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy, z, decay,
                                     job->m->weights + t->offset + first, job->m->vote_memory + t->offset + first);
         else
-            moved += apply_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy,
+            moved += apply_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy, z,
                                  job->m->weights + t->offset + first);
     }
     job->moved[index] += moved;
@@ -408,6 +422,9 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     const double t_noise = now();
 
     const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
+    if (m->cfg.pair_shared_state) /* the - member starts from the + member's state: no state noise in the pair */
+        for (int64_t p = 0; p < pairs; p++)
+            memcpy(m->state + (2 * p + 1) * state_len, m->state + 2 * p * state_len, (size_t)state_len);
     for (int64_t i = 0; i < population; i++) {
         const int64_t pair = i / 2;
         tokens[i] = windows + (pair % m->cfg.streams) * window;

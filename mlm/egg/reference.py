@@ -323,8 +323,13 @@ def threshold_z_at(cfg: ModelConfig, step: int) -> int:
     grown = min(cfg.max_z_q8, math.isqrt(z * z * (step + g) // g)) if g else z
     if end == 0 or step < start:
         return grown
-    ceiling = MAX_MEMORY_Z_Q8 if cfg.vote_memory else MAX_THRESHOLD_Z_Q8
+    ceiling = largest_z(cfg)
     return ceiling if step >= end else min(ceiling, grown * (end - start) // (end - step))
+
+
+def largest_z(cfg: ModelConfig) -> int:
+    """The rule's largest threshold: MAX_MEMORY_Z_Q8 with vote memory, MAX_THRESHOLD_Z_Q8 without."""
+    return MAX_MEMORY_Z_Q8 if cfg.vote_memory else MAX_THRESHOLD_Z_Q8
 
 
 def alpha_q16(cfg: ModelConfig, step: int) -> int:
@@ -383,9 +388,12 @@ def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.
     present = window_bytes(cfg, windows)[[stream_of_pair(cfg, p) for p in voters]]  # voters x 256
     energies = np.array([fit[p] ** 2 for p in voters], dtype=np.int64)
     alpha = alpha_q16(cfg, step)
-    z = threshold_z_at(cfg, step)
+    step_z = threshold_z_at(cfg, step)
     moved = 0
     for t, ten in enumerate(tensor_layout(cfg)):
+        vector = ten.kind in ("norm", "bias")
+        z = min(largest_z(cfg), step_z * cfg.vector_z_q8 // 256) if vector else step_z
+        decay = 0 if vector else cfg.weight_decay_q8
         embedding = ten.kind == "embedding" and cfg.sparse_embedding_votes
         vote = np.zeros((ten.rows, ten.cols), dtype=np.int64)
         for k, p in enumerate(voters):
@@ -401,6 +409,8 @@ def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.
             spread = np.repeat([max(vote_threshold(cfg, int(e), 256), 1) for e in row_energy], ten.cols)
             mem = memory[ten.offset : ten.offset + ten.size].astype(np.int64)
             mem += np.sign(vote) * ((np.abs(vote) << 8) // spread)
+            # Decay, truncated towards 0 as C's division; rows nobody voted on are left alone.
+            mem -= np.where(voted, np.sign(w) * (np.abs(w) * decay // 256), 0)
             direction = np.sign(mem)
         else:
             tau = np.repeat([vote_threshold(cfg, int(e), z) for e in row_energy], ten.cols)
@@ -433,6 +443,8 @@ def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_see
     seed = step_seed(run_seed, step)
     model = Model(cfg, weights)
     losses = np.zeros(cfg.population, dtype=np.int64)
+    if cfg.pair_shared_state:
+        state[1::2] = state[0::2]
     for member in range(cfg.population):
         pair, sign = member // 2, (1 if member % 2 == 0 else -1)
         noise = Perturbation(cfg, seed, pair, sign)

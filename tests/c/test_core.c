@@ -28,7 +28,7 @@ static const egg_config CONFIG = {
     .hidden = 32, .layers = 2, .mlp_ratio = 2, .seq_len = 12, .population = 10, .streams = 2,
     .noise_bits = 3, .noise_shift = 4, .threshold_z_q8 = 128, .alpha_decay_steps = 4, .shift_base = 4,
     .fitness_levels = 3, .sparse_embedding_votes = 1, .vote_memory = 1, .z_growth_steps = 1,
-    .max_z_q8 = 4096,
+    .max_z_q8 = 4096, .vector_z_q8 = 256,
 };
 
 static const char TEXT[] =
