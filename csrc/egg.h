@@ -40,6 +40,7 @@ typedef struct egg_config {
                                   step (1/256 spreads), pulling it towards 0; 0 = off, at most 256 */
     int32_t vector_z_q8;       /* threshold of norm and bias vectors, in 1/256 of the matrices' (256 = same),
                                   capped at the rule's largest; 1..4096 */
+    int32_t head_noise_extra_shift; /* the head's perturbation is shifted right by noise_shift + this (0..8) */
 } egg_config;
 
 typedef struct egg_model egg_model;

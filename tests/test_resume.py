@@ -20,7 +20,7 @@ STEPS = 30
 #: and the update-rule options on (shared pair state, weight decay, a vector threshold).
 TRAIN = ("train", "--preset", "tiny", "--seq-len", "64", "--population", "128", "--save-every", "5",
          "--print-every", "5", "--sample-every", "0", "--cooldown", "0.3", "--max-z", "100",
-         "--pair-shared-state", "1", "--weight-decay", "0.1", "--vector-z", "0.5")
+         "--pair-shared-state", "1", "--weight-decay", "0.1", "--vector-z", "0.5", "--head-noise-shift", "1")
 
 
 def final_state(cwd: Path, run_dir: str) -> dict:

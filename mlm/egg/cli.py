@@ -74,6 +74,8 @@ def main() -> None:
                    "per step [preset: 0].")
 @click.option("--vector-z", type=click.FloatRange(1 / 256, 16),
               help="Threshold of norm and bias vectors as a multiple of the matrices' [preset: 1].")
+@click.option("--head-noise-shift", type=click.IntRange(0, 8),
+              help="Extra right shift of the head's perturbation (smaller head noise) [preset: 0].")
 @click.option("--cooldown", type=click.FloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
@@ -101,8 +103,9 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
 def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
           shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
-          max_z, pair_shared_state, weight_decay, vector_z, cooldown, threads, seed, steps, time_budget,
-          print_every, sample_every, save_every, eval_every, eval_bytes, resume, fresh, results, note, quiet) -> None:
+          max_z, pair_shared_state, weight_decay, vector_z, head_noise_shift, cooldown, threads, seed, steps,
+          time_budget, print_every, sample_every, save_every, eval_every, eval_bytes, resume, fresh, results, note,
+          quiet) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
     from mlm.egg.train import TrainSettings
     from mlm.egg.train import train as run_training
@@ -117,6 +120,7 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
         "pair_shared_state": pair_shared_state,
         "weight_decay_q8": None if weight_decay is None else round(weight_decay * 256),
         "vector_z_q8": None if vector_z is None else round(vector_z * 256),
+        "head_noise_extra_shift": head_noise_shift,
     }.items() if v is not None}
     if threads < 1:
         raise MlmError(f"--threads must be at least 1 (got {threads})")

@@ -24,7 +24,7 @@ MAX_MEMORY_Z_Q8 = 32512
 #: whose stored configuration predates them: such runs resume with the rule they started with.
 LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
                  "max_z_q8": MAX_THRESHOLD_Z_Q8, "cooldown_start": 0, "cooldown_end": 0, "pair_shared_state": 0,
-                 "weight_decay_q8": 0, "vector_z_q8": 256}
+                 "weight_decay_q8": 0, "vector_z_q8": 256, "head_noise_extra_shift": 0}
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class ModelConfig:
     #: Threshold of the norm and bias vectors in 1/256 of the matrices' (256 = the same): their votes carry
     #: several times the matrices' signal-to-noise (docs/results.md).
     vector_z_q8: int = 256
+    #: The head's perturbation is shifted right by noise_shift + this: smaller head noise, so the head's share
+    #: of a pair's loss difference (the largest at initialisation) drowns less of the other tensors' signal.
+    head_noise_extra_shift: int = 0
 
     @property
     def pairs(self) -> int:
@@ -137,6 +140,9 @@ class ModelConfig:
             (0 <= self.weight_decay_q8 <= 256 and (self.vote_memory or not self.weight_decay_q8),
              f"weight_decay_q8 must be between 0 and 256, and 0 without vote memory (got {self.weight_decay_q8})"),
             (1 <= self.vector_z_q8 <= 4096, f"vector_z_q8 must be between 1 and 4096 (got {self.vector_z_q8})"),
+            (0 <= self.head_noise_extra_shift <= 8 and self.noise_shift + self.head_noise_extra_shift <= 16,
+             f"head_noise_extra_shift must be between 0 and 8, and noise_shift + it at most 16 "
+             f"(got {self.head_noise_extra_shift})"),
         ]
         for ok, message in checks:
             if not ok:

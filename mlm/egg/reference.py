@@ -218,10 +218,11 @@ class Perturbation:
 
     def __init__(self, cfg: ModelConfig, seed: int, pair: int, sign: int):
         self.sign = sign
-        self.noise_shift = cfg.noise_shift
         self.a: list[np.ndarray] = []
         self.b: list[np.ndarray] = []
+        self.shift: list[int] = []
         for t, ten in enumerate(tensor_layout(cfg)):
+            self.shift.append(cfg.noise_shift + (cfg.head_noise_extra_shift if ten.kind == "head" else 0))
             v = noise_values(stream_key(seed, t, pair), ten.rows + ten.cols, cfg.noise_bits)
             self.a.append(v[: ten.rows].astype(np.int64))
             self.b.append(v[ten.rows :].astype(np.int64))
@@ -248,7 +249,7 @@ class Model:
         w = w[row]
         if noise is None or noise.sign == 0:
             return w
-        pert = (noise.a[i][row] * noise.b[i]) >> noise.noise_shift
+        pert = (noise.a[i][row] * noise.b[i]) >> noise.shift[i]
         return sat8(w + noise.sign * pert)
 
     def _matmul(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
@@ -258,7 +259,7 @@ class Model:
         acc = w @ x
         if noise is not None and noise.sign != 0:
             xb = int(x @ noise.b[i])
-            acc = acc + noise.sign * ((xb * noise.a[i]) >> noise.noise_shift)
+            acc = acc + noise.sign * ((xb * noise.a[i]) >> noise.shift[i])
         return acc
 
     def _linear(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
