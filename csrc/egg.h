@@ -35,12 +35,10 @@ typedef struct egg_config {
                                   or 32512 (127) with vote_memory; >= threshold_z_q8 */
     int32_t cooldown_start;    /* steps [start, end): the threshold is multiplied by (end - start) / (end - t) */
     int32_t cooldown_end;      /* up to 4096 (32512 with vote_memory), its value from end on; 0, 0 = off */
-    int32_t pair_shared_state; /* 1: both members of a pair start each step from the + member's state */
     int32_t weight_decay_q8;   /* with vote_memory: a matrix weight w's memory loses trunc(w * this / 256) per
                                   step (1/256 spreads), pulling it towards 0; 0 = off, at most 256 */
     int32_t vector_z_q8;       /* threshold of norm and bias vectors, in 1/256 of the matrices' (256 = same),
                                   capped at the rule's largest; 1..4096 */
-    int32_t head_noise_extra_shift; /* the head's perturbation is shifted right by noise_shift + this (0..8) */
 } egg_config;
 
 typedef struct egg_model egg_model;

@@ -422,9 +422,6 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     const double t_noise = now();
 
     const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
-    if (m->cfg.pair_shared_state) /* the - member starts from the + member's state: no state noise in the pair */
-        for (int64_t p = 0; p < pairs; p++)
-            memcpy(m->state + (2 * p + 1) * state_len, m->state + 2 * p * state_len, (size_t)state_len);
     for (int64_t i = 0; i < population; i++) {
         const int64_t pair = i / 2;
         tokens[i] = windows + (pair % m->cfg.streams) * window;

@@ -157,13 +157,12 @@ static void linear_acc(const egg_model *m, const egg_block *b, int tensor, const
     const egg_tensor *t = &m->tensors[tensor];
     const int32_t rows = t->rows, cols = t->cols;
     const egg_kernels *k = egg_active_kernels();
-    const int32_t shift = m->cfg.noise_shift + (tensor == m->head ? m->cfg.head_noise_extra_shift : 0);
     k->gemm(b->members, rows, cols, x, cols, m->weights + t->offset, cols, acc, rows);
     for (int32_t i = 0; i < b->members; i++) {
         if (!b->signs[i]) continue;
         const int8_t *a = b->noise[i] + t->noise_off, *bn = a + rows;
         const int32_t xb = k->dot(x + (int64_t)i * cols, bn, cols);
-        add_rank1(acc + (int64_t)i * rows, a, rows, xb, shift, b->signs[i]);
+        add_rank1(acc + (int64_t)i * rows, a, rows, xb, m->cfg.noise_shift, b->signs[i]);
     }
 }
 

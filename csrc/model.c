@@ -53,11 +53,9 @@ static int check_config(const egg_config *c) {
         egg_set_error("threshold schedule out of range");
         return -1;
     }
-    if ((c->pair_shared_state & ~1) || c->weight_decay_q8 < 0 || c->weight_decay_q8 > 256 ||
-        (c->weight_decay_q8 && !c->vote_memory) || c->vector_z_q8 < 1 || c->vector_z_q8 > 4096 ||
-        c->head_noise_extra_shift < 0 || c->head_noise_extra_shift > 8 ||
-        c->noise_shift + c->head_noise_extra_shift > 16) {
-        egg_set_error("pair_shared_state, weight_decay_q8, vector_z_q8 or head_noise_extra_shift out of range");
+    if (c->weight_decay_q8 < 0 || c->weight_decay_q8 > 256 || (c->weight_decay_q8 && !c->vote_memory) ||
+        c->vector_z_q8 < 1 || c->vector_z_q8 > 4096) {
+        egg_set_error("weight_decay_q8 or vector_z_q8 out of range");
         return -1;
     }
     return 0;

@@ -52,8 +52,6 @@ def main() -> None:
                              "model: branch experiments from one point of a run")
     parser.add_argument("--save", type=Path, metavar="CKPT",
                         help="write the final model as a checkpoint (for eval --breakdown, judge and sample)")
-    parser.add_argument("--shared-pair-state", action="store_true",
-                        help="experiment: both members of a pair start each step from the + member's state")
     args = parser.parse_args()
 
     settings = parse_settings(args.set)
@@ -70,11 +68,8 @@ def main() -> None:
     first_step = start.step if start else 0
     windows = WindowSampler(corpus.train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
-    members = engine.state.reshape(config.population, -1)
     step_seconds, curve = 0.0, []
     for step in range(first_step, args.steps):
-        if args.shared_pair_state:
-            members[1::2] = members[0::2]
         started = time.perf_counter()
         result = engine.train_step(args.seed, step, windows.windows(step))
         step_seconds += time.perf_counter() - started

@@ -26,10 +26,10 @@ CONFIGS = [
     ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=5, population=8, streams=2, noise_bits=2,
                 noise_shift=2, threshold_z_q8=64, vote_memory=0, z_growth_steps=0, max_z_q8=4096,
                 cooldown_start=2, cooldown_end=4),
-    # Shared pair state, weight decay in the vote memory and a lower threshold for the vectors.
+    # Weight decay in the vote memory and a lower threshold for the vectors.
     ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=12, streams=4, noise_bits=3,
                 noise_shift=3, threshold_z_q8=300, fitness_levels=2, vote_memory=1, z_growth_steps=1,
-                pair_shared_state=1, weight_decay_q8=200, vector_z_q8=64, head_noise_extra_shift=2),
+                weight_decay_q8=200, vector_z_q8=64),
     # A vector threshold above the rule's largest (capped) without vote memory.
     ModelConfig(hidden=16, layers=2, mlp_ratio=1, seq_len=5, population=8, streams=2, noise_bits=2,
                 noise_shift=2, threshold_z_q8=64, vote_memory=0, z_growth_steps=0, vector_z_q8=4096),

@@ -110,8 +110,7 @@ def test_schedules_threads_and_kernels_agree() -> None:
     """Batched == member-at-a-time; 1, 2 and 3 threads; every kernel: one result."""
     cfg = ModelConfig(hidden=48, layers=2, mlp_ratio=3, seq_len=6, population=26, streams=3, noise_bits=4,
                       threshold_z_q8=200, fitness_levels=3, vote_memory=1, z_growth_steps=1, max_z_q8=9000,
-                      cooldown_start=1, cooldown_end=2, pair_shared_state=1, weight_decay_q8=100, vector_z_q8=128,
-                      head_noise_extra_shift=1)
+                      cooldown_start=1, cooldown_end=2, weight_decay_q8=100, vector_z_q8=128)
     rng = np.random.default_rng(3)
     weights = WEIGHTS["init"](cfg, rng)
     weights[: weights.size // 2] = WEIGHTS["full"](cfg, rng)[: weights.size // 2]  # both operand forms

@@ -67,15 +67,11 @@ def main() -> None:
 @click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
 @click.option("--max-z", type=click.FloatRange(0, MAX_MEMORY_Z_Q8 / 256),
               help="Ceiling of the growing threshold, in vote spreads [preset: 16].")
-@click.option("--pair-shared-state", type=click.IntRange(0, 1),
-              help="1: both members of a pair start each step from one recurrent state (less noise in its fitness).")
 @click.option("--weight-decay", type=click.FloatRange(0, 1),
               help="With vote memory: a matrix weight w pulls its memory towards 0 by w * this / 256 vote spreads "
                    "per step [preset: 0].")
 @click.option("--vector-z", type=click.FloatRange(1 / 256, 16),
               help="Threshold of norm and bias vectors as a multiple of the matrices' [preset: 1].")
-@click.option("--head-noise-shift", type=click.IntRange(0, 8),
-              help="Extra right shift of the head's perturbation (smaller head noise) [preset: 0].")
 @click.option("--cooldown", type=click.FloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
@@ -103,7 +99,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
 def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
           shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
-          max_z, pair_shared_state, weight_decay, vector_z, head_noise_shift, cooldown, threads, seed, steps,
+          max_z, weight_decay, vector_z, cooldown, threads, seed, steps,
           time_budget, print_every, sample_every, save_every, eval_every, eval_bytes, resume, fresh, results, note,
           quiet) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
@@ -117,10 +113,8 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
         "fitness_levels": fitness_levels, "sparse_embedding_votes": sparse_embedding_votes,
         "threshold_z_q8": None if threshold_z is None else round(threshold_z * 256),
         "max_z_q8": None if max_z is None else round(max_z * 256),
-        "pair_shared_state": pair_shared_state,
         "weight_decay_q8": None if weight_decay is None else round(weight_decay * 256),
         "vector_z_q8": None if vector_z is None else round(vector_z * 256),
-        "head_noise_extra_shift": head_noise_shift,
     }.items() if v is not None}
     if threads < 1:
         raise MlmError(f"--threads must be at least 1 (got {threads})")

@@ -23,8 +23,8 @@ MAX_MEMORY_Z_Q8 = 32512
 #: Fields added after the first release, with the values that reproduce the arithmetic of runs
 #: whose stored configuration predates them: such runs resume with the rule they started with.
 LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
-                 "max_z_q8": MAX_THRESHOLD_Z_Q8, "cooldown_start": 0, "cooldown_end": 0, "pair_shared_state": 0,
-                 "weight_decay_q8": 0, "vector_z_q8": 256, "head_noise_extra_shift": 0}
+                 "max_z_q8": MAX_THRESHOLD_Z_Q8, "cooldown_start": 0, "cooldown_end": 0, "weight_decay_q8": 0,
+                 "vector_z_q8": 256}
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,12 @@ class ModelConfig:
     #: memory, else MAX_THRESHOLD_Z_Q8); 0, 0 = no cooldown. Set from --steps and --cooldown.
     cooldown_start: int = 0
     cooldown_end: int = 0
-    #: 1: both members of a pair start each step from the + member's recurrent state, so the pair's loss
-    #: difference carries no noise from the members' different pasts.
-    pair_shared_state: int = 0
     #: With vote memory: a matrix weight w's memory loses trunc(w * weight_decay_q8 / 256) (1/256 vote spreads)
     #: per step, pulling noise-driven drift back towards 0; 0 = off.
     weight_decay_q8: int = 0
     #: Threshold of the norm and bias vectors in 1/256 of the matrices' (256 = the same): their votes carry
     #: several times the matrices' signal-to-noise (docs/results.md).
     vector_z_q8: int = 256
-    #: The head's perturbation is shifted right by noise_shift + this: smaller head noise, so the head's share
-    #: of a pair's loss difference (the largest at initialisation) drowns less of the other tensors' signal.
-    head_noise_extra_shift: int = 0
 
     @property
     def pairs(self) -> int:
@@ -136,13 +130,9 @@ class ModelConfig:
              f"{MAX_MEMORY_Z_Q8 if self.vote_memory else MAX_THRESHOLD_Z_Q8} (got {self.max_z_q8})"),
             ((self.cooldown_start, self.cooldown_end) == (0, 0) or 0 <= self.cooldown_start < self.cooldown_end,
              f"the cooldown must start before it ends (got steps {self.cooldown_start} to {self.cooldown_end})"),
-            (self.pair_shared_state in (0, 1), f"pair_shared_state must be 0 or 1 (got {self.pair_shared_state})"),
             (0 <= self.weight_decay_q8 <= 256 and (self.vote_memory or not self.weight_decay_q8),
              f"weight_decay_q8 must be between 0 and 256, and 0 without vote memory (got {self.weight_decay_q8})"),
             (1 <= self.vector_z_q8 <= 4096, f"vector_z_q8 must be between 1 and 4096 (got {self.vector_z_q8})"),
-            (0 <= self.head_noise_extra_shift <= 8 and self.noise_shift + self.head_noise_extra_shift <= 16,
-             f"head_noise_extra_shift must be between 0 and 8, and noise_shift + it at most 16 "
-             f"(got {self.head_noise_extra_shift})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -52,8 +52,7 @@ ffi, lib = _core_module.ffi, _core_module.lib
 CONFIG_FIELDS = (
     "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
     "threshold_z_q8", "alpha_decay_steps", "z_growth_steps", "shift_base", "fitness_levels", "sparse_embedding_votes",
-    "vote_memory", "max_z_q8", "cooldown_start", "cooldown_end", "pair_shared_state", "weight_decay_q8", "vector_z_q8",
-    "head_noise_extra_shift",
+    "vote_memory", "max_z_q8", "cooldown_start", "cooldown_end", "weight_decay_q8", "vector_z_q8",
 )
 LOSS_SCALE = float(1 << 16)
 

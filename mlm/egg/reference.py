@@ -218,11 +218,10 @@ class Perturbation:
 
     def __init__(self, cfg: ModelConfig, seed: int, pair: int, sign: int):
         self.sign = sign
+        self.noise_shift = cfg.noise_shift
         self.a: list[np.ndarray] = []
         self.b: list[np.ndarray] = []
-        self.shift: list[int] = []
         for t, ten in enumerate(tensor_layout(cfg)):
-            self.shift.append(cfg.noise_shift + (cfg.head_noise_extra_shift if ten.kind == "head" else 0))
             v = noise_values(stream_key(seed, t, pair), ten.rows + ten.cols, cfg.noise_bits)
             self.a.append(v[: ten.rows].astype(np.int64))
             self.b.append(v[ten.rows :].astype(np.int64))
@@ -249,7 +248,7 @@ class Model:
         w = w[row]
         if noise is None or noise.sign == 0:
             return w
-        pert = (noise.a[i][row] * noise.b[i]) >> noise.shift[i]
+        pert = (noise.a[i][row] * noise.b[i]) >> noise.noise_shift
         return sat8(w + noise.sign * pert)
 
     def _matmul(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
@@ -259,7 +258,7 @@ class Model:
         acc = w @ x
         if noise is not None and noise.sign != 0:
             xb = int(x @ noise.b[i])
-            acc = acc + noise.sign * ((xb * noise.a[i]) >> noise.shift[i])
+            acc = acc + noise.sign * ((xb * noise.a[i]) >> noise.noise_shift)
         return acc
 
     def _linear(self, name: str, x: np.ndarray, noise: Perturbation | None) -> np.ndarray:
@@ -444,8 +443,6 @@ def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_see
     seed = step_seed(run_seed, step)
     model = Model(cfg, weights)
     losses = np.zeros(cfg.population, dtype=np.int64)
-    if cfg.pair_shared_state:
-        state[1::2] = state[0::2]
     for member in range(cfg.population):
         pair, sign = member // 2, (1 if member % 2 == 0 else -1)
         noise = Perturbation(cfg, seed, pair, sign)
