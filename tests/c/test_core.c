@@ -24,6 +24,10 @@ static void hash_i64(hash *s, int64_t v) {
     hash_bytes(s, le, 8);
 }
 
+/* The hash every build must print: a change means the core's arithmetic changed, which breaks every
+ * saved checkpoint's meaning. Update it only with a deliberate change of the algorithm's bits. */
+#define EXPECTED_CORE_HASH 0xbfe1aa94fcc7c4f4ULL
+
 static const egg_config CONFIG = {
     .hidden = 32, .layers = 2, .mlp_ratio = 2, .seq_len = 12, .population = 10, .streams = 2,
     .noise_bits = 3, .noise_shift = 4, .threshold_z_q8 = 128, .alpha_decay_steps = 4, .shift_base = 4,
@@ -109,5 +113,10 @@ int main(void) {
     }
     printf("parallel %s, %lld weights moved\n", egg_parallel_backend(), (long long)moved);
     printf("core hash: %016llx%s\n", (unsigned long long)first, bad ? " (RUNS DISAGREE)" : "");
+    if (first != EXPECTED_CORE_HASH) {
+        fprintf(stderr, "core hash %016llx != the expected %016llx\n", (unsigned long long)first,
+                (unsigned long long)EXPECTED_CORE_HASH);
+        bad = 1;
+    }
     return bad;
 }
