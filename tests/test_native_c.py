@@ -84,6 +84,30 @@ def test_core_hash_is_the_expected_one_for_every_kernel_thread_count_and_schedul
     assert re.search(r"^core hash: ([0-9a-f]{16})$", result.stdout, re.M).group(1) == expected_core_hash()
 
 
+#: A Python process that loads the installed core with its symbols global, then test_core built as a
+#: shared library (its egg_* calls left to the loader), and runs test_core's main on that core.
+ON_INSTALLED_CORE = """
+import ctypes, os, sys
+sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)
+from mlm.egg import engine
+print("installed core:", engine._core_module.__file__, flush=True)
+sys.exit(ctypes.CDLL(sys.argv[1]).main())
+"""
+
+
+@needs_cc
+@pytest.mark.skipif(platform.system() != "Linux", reason="links test_core against the loaded core the ELF way")
+def test_core_hash_of_the_installed_python_core_is_the_expected_one(tmp_path: Path) -> None:
+    library = tmp_path / "test_core.so"
+    subprocess.run([CC, "-std=gnu11", "-O2", f"-I{ROOT / 'csrc'}", "-fPIC", "-shared", "-o", str(library),
+                    str(TESTS_C / "test_core.c")], check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-c", ON_INSTALLED_CORE, str(library)], env=cli_env(),
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^installed core: .*_core\..*\.so$", result.stdout, re.M)
+    assert re.search(r"^core hash: ([0-9a-f]{16})$", result.stdout, re.M).group(1) == expected_core_hash()
+
+
 #: A Python process that trains and evaluates until a parallel task fails, and prints what the C core said.
 WORKER_FAILURE = """
 import numpy as np

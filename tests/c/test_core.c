@@ -1,6 +1,7 @@
 /* The whole core on a tiny model: forward, eval and two training steps, hashed. Every kernel,
  * thread count and schedule must give the same hash, and so must every platform: the script
- * compares this program's output on x86_64 with the arm64 one (checkpoints are portable). */
+ * compares this program's output on x86_64 with the arm64 one (checkpoints are portable), and
+ * tests/test_native_c.py runs it natively and on the installed Python core. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
