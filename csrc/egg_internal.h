@@ -2,6 +2,7 @@
 #ifndef EGG_INTERNAL_H
 #define EGG_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -120,6 +121,17 @@ const char *egg_parallel_name(void);
 int32_t egg_parallel_max_threads(void);
 
 /* ---- errors (model.c) */
+#define EGG_ERROR_LEN 256
+/* egg_set_error writes the calling thread's message: the one egg_last_error() returns there. */
 void egg_set_error(const char *fmt, ...);
+/* A parallel task may run on another thread than its caller, so a failing task hands its thread's
+ * message to the job (the first failure's message is kept) and the caller raises it on its own
+ * thread when the loop is over: -1 with the message set, or 0 when no task failed. */
+typedef struct egg_task_error {
+    atomic_int failed;
+    char message[EGG_ERROR_LEN];
+} egg_task_error;
+void egg_task_failed(egg_task_error *e);
+int egg_task_error_raise(egg_task_error *e);
 
 #endif

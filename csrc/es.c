@@ -125,22 +125,21 @@ typedef struct population_job {
     const int8_t **noise;
     int8_t *signs;
     int64_t *losses;
-    int failed;
+    egg_task_error error;
 } population_job;
 
 static void population_task(void *ctx, int64_t task) {
     population_job *job = ctx;
     const int64_t first = task * job->block, population = job->m->cfg.population;
     const int32_t count = (int32_t)(first + job->block <= population ? job->block : population - first);
-    const egg_block b = {count,
-                         job->m->cfg.seq_len,
-                         job->tokens + first,
-                         job->states + first,
-                         job->noise + first,
-                         job->signs + first,
-                         job->losses + first,
-                         NULL};
-    if (egg_forward_block(job->m, &b)) job->failed = 1;
+    const egg_block b = {.members = count,
+                         .steps = job->m->cfg.seq_len,
+                         .tokens = job->tokens + first,
+                         .states = job->states + first,
+                         .noise = job->noise + first,
+                         .signs = job->signs + first,
+                         .losses = job->losses + first};
+    if (egg_forward_block(job->m, &b)) egg_task_failed(&job->error);
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
@@ -429,9 +428,10 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
         member_noise[i] = noise + pair * m->noise_len;
         signs[i] = (int8_t)(i % 2 ? -1 : 1);
     }
-    population_job pj = {m, egg_block_size(m, population), tokens, states, member_noise, signs, losses, 0};
+    population_job pj = {.m = m, .block = egg_block_size(m, population), .tokens = tokens, .states = states,
+                         .noise = member_noise, .signs = signs, .losses = losses};
     egg_parallel_for((population + pj.block - 1) / pj.block, m->threads, population_task, &pj);
-    if (pj.failed) goto done;
+    if (egg_task_error_raise(&pj.error)) goto done;
     const double t_forward = now();
 
     if (pair_fitness(m, losses, fitness)) goto done;

@@ -318,7 +318,8 @@ int egg_forward(egg_model *m, const uint8_t *tokens, int64_t n, int8_t *state, i
     }
     const int8_t *no_noise = NULL;
     int64_t loss = 0;
-    const egg_block b = {1, (int32_t)(n - 1), &tokens, &state, &no_noise, &NO_SIGN, &loss, logits};
+    const egg_block b = {.members = 1, .steps = (int32_t)(n - 1), .tokens = &tokens, .states = &state,
+                         .noise = &no_noise, .signs = &NO_SIGN, .losses = &loss, .logits = logits};
     const int rc = egg_forward_block(m, &b);
     if (loss_q16) *loss_q16 = loss;
     return rc;
@@ -327,7 +328,8 @@ int egg_forward(egg_model *m, const uint8_t *tokens, int64_t n, int8_t *state, i
 int egg_next_logits(egg_model *m, uint8_t token, int8_t *state, int8_t *logits) {
     const uint8_t *tokens = &token;
     const int8_t *no_noise = NULL;
-    const egg_block b = {1, 1, &tokens, &state, &no_noise, &NO_SIGN, NULL, logits};
+    const egg_block b = {.members = 1, .steps = 1, .tokens = &tokens, .states = &state, .noise = &no_noise,
+                         .signs = &NO_SIGN, .logits = logits};
     return egg_forward_block(m, &b);
 }
 
@@ -338,7 +340,7 @@ typedef struct eval_job {
     int64_t *chunk_loss;
     int32_t *token_losses; /* per prediction, or NULL */
     uint8_t *argmax;       /* per prediction, or NULL */
-    int failed;
+    egg_task_error error;
 } eval_job;
 
 /* A task evaluates `block` consecutive full chunks in lockstep from zero states. Chunk c's
@@ -356,7 +358,8 @@ static void eval_task(void *ctx, int64_t task) {
     const int8_t **noise = calloc((size_t)count, sizeof *noise);
     int8_t *signs = calloc((size_t)count, 1);
     if (!tokens || !states || !state_buf || !noise || !signs) {
-        job->failed = 1;
+        egg_set_error("out of memory in evaluation");
+        egg_task_failed(&job->error);
     } else {
         for (int32_t i = 0; i < count; i++) {
             tokens[i] = job->tokens + (first + i) * job->chunk_len;
@@ -371,7 +374,7 @@ static void eval_task(void *ctx, int64_t task) {
                              .losses = job->chunk_loss + first,
                              .token_losses = job->token_losses ? job->token_losses + offset : NULL,
                              .argmax = job->argmax ? job->argmax + offset : NULL};
-        if (egg_forward_block(m, &b)) job->failed = 1;
+        if (egg_forward_block(m, &b)) egg_task_failed(&job->error);
     }
     free(tokens);
     free(states);
@@ -391,7 +394,10 @@ static int eval_tail(egg_model *m, const eval_job *job, int64_t tail) {
     const int64_t offset = job->n_chunks * job->chunk_len;
     const uint8_t *tokens = job->tokens + offset;
     int8_t *state = calloc((size_t)m->cfg.layers * m->cfg.hidden, 1);
-    if (!state) return -1;
+    if (!state) {
+        egg_set_error("out of memory in evaluation");
+        return -1;
+    }
     const int8_t *no_noise = NULL;
     const egg_block b = {.members = 1,
                          .steps = (int32_t)tail,
@@ -428,9 +434,8 @@ int egg_eval_detail(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chun
                     .token_losses = token_loss_q16,
                     .argmax = argmax};
     if (n_full) egg_parallel_for((n_full + job.block - 1) / job.block, m->threads, eval_task, &job);
-    int rc = job.failed ? -1 : 0;
+    int rc = egg_task_error_raise(&job.error);
     if (!rc && tail) rc = eval_tail(m, &job, tail);
-    if (rc) egg_set_error("out of memory in evaluation");
     int64_t total = 0;
     for (int64_t c = 0; c <= n_full; c++) total += chunk_loss[c];
     if (loss_q16) *loss_q16 = total;

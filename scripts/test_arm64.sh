@@ -35,27 +35,14 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# The core as the extension builds it, minus the parallel loop each build picks for itself.
-CORE=()
-for source in csrc/*.c; do
-    [[ $source == csrc/parallel_* ]] || CORE+=("$source")
-done
-COMMON=(-std=gnu11 -O2 -Wall -Wextra -fno-strict-aliasing -Icsrc)
-
-# build NAME COMPILER FLAGS...: test_kernels and test_core as $WORK/NAME-kernels, $WORK/NAME-core.
-build() {
-    local name=$1 cc=$2
-    shift 2
-    for program in kernels core; do
-        "$cc" "${COMMON[@]}" "$@" -o "$WORK/$name-$program" "tests/c/test_$program.c" "${CORE[@]}"
-    done
-}
+# CORE, COMMON and build(): the same programs, sources and flags as the native tests in pytest.
+source tests/c/build.sh
 
 echo "building (${#CORE[@]} core sources)"
-build x86 gcc -fopenmp csrc/parallel_openmp.c
-build x86-gcd gcc -pthread -Itests/c/fake_dispatch csrc/parallel_gcd.c
-build arm-dotprod aarch64-linux-gnu-gcc -march=armv8.2-a+dotprod -fopenmp csrc/parallel_openmp.c
-build arm-base aarch64-linux-gnu-gcc -march=armv8-a -fopenmp csrc/parallel_openmp.c
+build "$WORK" x86 gcc openmp
+build "$WORK" x86-gcd gcc gcd
+build "$WORK" arm-dotprod aarch64-linux-gnu-gcc openmp -march=armv8.2-a+dotprod
+build "$WORK" arm-base aarch64-linux-gnu-gcc openmp -march=armv8-a
 
 failures=0
 fail() {

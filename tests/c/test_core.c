@@ -1,6 +1,7 @@
 /* The whole core on a tiny model: forward, eval and two training steps, hashed. Every kernel,
  * thread count and schedule must give the same hash, and so must every platform: the script
- * compares this program's output on x86_64 with the arm64 one (checkpoints are portable). */
+ * compares this program's output on x86_64 with the arm64 one (checkpoints are portable), and
+ * tests/test_native_c.py runs it natively and on the installed Python core. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@ static void hash_i64(hash *s, int64_t v) {
     for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)v >> (8 * i));
     hash_bytes(s, le, 8);
 }
+
+/* The hash every build must print: a change means the core's arithmetic changed, which breaks every
+ * saved checkpoint's meaning. Update it only with a deliberate change of the algorithm's bits. */
+#define EXPECTED_CORE_HASH 0xbfe1aa94fcc7c4f4ULL
 
 static const egg_config CONFIG = {
     .hidden = 32, .layers = 2, .mlp_ratio = 2, .seq_len = 12, .population = 10, .streams = 2,
@@ -109,5 +114,10 @@ int main(void) {
     }
     printf("parallel %s, %lld weights moved\n", egg_parallel_backend(), (long long)moved);
     printf("core hash: %016llx%s\n", (unsigned long long)first, bad ? " (RUNS DISAGREE)" : "");
+    if (first != EXPECTED_CORE_HASH) {
+        fprintf(stderr, "core hash %016llx != the expected %016llx\n", (unsigned long long)first,
+                (unsigned long long)EXPECTED_CORE_HASH);
+        bad = 1;
+    }
     return bad;
 }
