@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -52,6 +52,8 @@ SPIN_POLLS = 50
 FIRST_PAUSE, MAX_PAUSE = 50e-6, 500e-6
 #: Settings that may differ between ranks: run-time only, or only used by rank 0.
 LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
+#: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
+FAIL_AT_ENV = "MLM_TEST_FAIL_AT"
 #: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
 SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL = range(3)
 CONTROL_WORDS = 3
@@ -81,7 +83,8 @@ def import_mpi() -> ModuleType:
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as error:
-        raise MlmError(f"--distributed mpi needs mpi4py and an MPI library ({error}): {INSTALL_HINT}") from None
+        reason = " ".join(str(error).split())
+        raise MlmError(f"distributed training needs mpi4py and an MPI library ({reason}): {INSTALL_HINT}") from None
     return MPI
 
 
@@ -159,11 +162,12 @@ class DistributedTrainer(Trainer):
 
     # -- all-or-nothing ---------------------------------------------------------------------
 
-    def abort(self, message: str, code: int = 1) -> None:
+    def abort(self, message: str, code: int = 1) -> NoReturn:
         """Print ``message`` with this rank's name and end every rank of the job now."""
         sys.stdout.flush()
         print(f"error: rank {self.rank} of {self.size} ({_host()}): {message}", file=sys.stderr, flush=True)
         self.comm.Abort(code)
+        os._exit(code)  # MPI_Abort may return on this rank before the launcher's kill arrives
 
     def run(self) -> int:
         """Train as one rank; any failure on this rank ends the whole job (see :meth:`abort`)."""
@@ -183,7 +187,6 @@ class DistributedTrainer(Trainer):
             self.abort(f"{type(error).__name__}: {error}")
         finally:
             sys.excepthook = previous_hook
-        raise AssertionError("unreachable: abort does not return")
 
     def _wait(self, request: Any, timeout: float, what: str) -> None:
         """Complete a non-blocking collective, polling without spinning; abort past the deadline."""
@@ -309,6 +312,8 @@ class DistributedTrainer(Trainer):
         return self.s.steps is not None and self.state.step >= self.s.steps
 
     def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
+        if os.environ.get(FAIL_AT_ENV) == f"{self.rank}:{step}":
+            raise RuntimeError(f"{FAIL_AT_ENV} asked rank {self.rank} to fail at step {step}")
         p0, p1 = self.share
         row = np.zeros(self.width, dtype=np.int64)
         row[CONTROL_WORDS : CONTROL_WORDS + 2 * (p1 - p0)] = self.engine.evaluate_pairs(
