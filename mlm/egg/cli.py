@@ -368,8 +368,10 @@ def sweep(config, results, dry_run) -> None:
 
 
 from mlm.egg.bench import bench_command  # noqa: E402
+from mlm.egg.bench_mpi import bench_mpi_command  # noqa: E402
 
 main.add_command(bench_command)
+main.add_command(bench_mpi_command)
 
 
 def run() -> None:

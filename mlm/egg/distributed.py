@@ -46,10 +46,11 @@ TIMEOUT_ENV = "MLM_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
 #: After a step at which rank 0 evaluates, samples or saves, the others wait this many times longer.
 SLOW_BOUNDARY_FACTOR = 10
-#: A waiting rank polls its pending collective this many times back to back, then sleeps between polls
-#: (from FIRST_PAUSE, doubling up to MAX_PAUSE seconds) instead of spinning a core at 100%.
-SPIN_POLLS = 50
-FIRST_PAUSE, MAX_PAUSE = 50e-6, 500e-6
+#: A waiting rank polls its pending collective back to back for SPIN_SECONDS (a collective between ranks
+#: that have all arrived completes in microseconds), then sleeps between polls (from FIRST_PAUSE, doubling
+#: up to MAX_PAUSE seconds) instead of spinning a core at 100% (bench-mpi measures both).
+SPIN_SECONDS = 200e-6
+FIRST_PAUSE, MAX_PAUSE = 20e-6, 500e-6
 #: Settings that may differ between ranks: run-time only, or only used by rank 0.
 LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
 #: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
@@ -100,6 +101,22 @@ def world_communicator(mode: str) -> Any | None:
         return None
     comm = import_mpi().COMM_WORLD
     return comm if mode == "mpi" or comm.Get_size() > 1 else None
+
+
+def poll(request: Any, timeout: float) -> bool:
+    """Wait for an MPI request without spinning a core: a few back-to-back tests, then short sleeps
+    between tests. MPICH's blocking calls busy-poll at 100% CPU for as long as they wait, which on a
+    laptop or a shared node takes a core from the ranks still computing. False after ``timeout`` s."""
+    start, pause = time.monotonic(), FIRST_PAUSE
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited < SPIN_SECONDS:
+            continue
+        if waited > timeout:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, MAX_PAUSE)
+    return True
 
 
 def core_fingerprint() -> str:
@@ -189,18 +206,11 @@ class DistributedTrainer(Trainer):
             sys.excepthook = previous_hook
 
     def _wait(self, request: Any, timeout: float, what: str) -> None:
-        """Complete a non-blocking collective, polling without spinning; abort past the deadline."""
-        start, polls, pause = time.monotonic(), 0, FIRST_PAUSE
-        while not request.Test():
-            polls += 1
-            if polls <= SPIN_POLLS:
-                continue
-            if time.monotonic() - start > timeout:
-                self.abort(f"no answer from the other ranks within {timeout:.0f} s in {what}: a rank stalled, "
-                           f"was stopped or its machine slept ({TIMEOUT_ENV} sets the deadline); "
-                           "re-run the same command to resume from the last checkpoint")
-            time.sleep(pause)
-            pause = min(2 * pause, MAX_PAUSE)
+        """Complete a non-blocking collective (see :func:`poll`); abort past the deadline."""
+        if not poll(request, timeout):
+            self.abort(f"no answer from the other ranks within {timeout:.0f} s in {what}: a rank stalled, "
+                       f"was stopped or its machine slept ({TIMEOUT_ENV} sets the deadline); "
+                       "re-run the same command to resume from the last checkpoint")
 
     def _deadline(self) -> float:
         slow, self.slow_boundary = self.slow_boundary, False
