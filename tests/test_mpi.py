@@ -221,3 +221,17 @@ def test_auto_stays_one_process_without_a_launcher(tmp_path: Path) -> None:
     result = run(train_command(tmp_path / "run", "--steps", "4"), env=env)
     assert result.returncode == 0, result.stderr
     assert "distributed:" not in (tmp_path / "run" / "training.log").read_text()
+
+
+def test_bench_mpi_reports_the_exchange_and_a_model(tmp_path: Path) -> None:
+    result = run(mpi(2, [sys.executable, "-m", "mlm.egg", "bench-mpi", "--preset", "tiny", "--steps", "3",
+                         "--json"]))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ranks"] == 2 and report["weights_agree"] is True
+    assert 0 < report["update_share"] < 1 and 0 < report["allgather_polled_s"] < 0.1
+    assert report["waiting_cpu"]["polled"] < report["waiting_cpu"]["blocking"]
+    model = report["model"]["ranks"]
+    assert model["1"]["efficiency"] == pytest.approx(1.0)
+    assert model["2"]["bytes_per_step"] == 2 * (3 + 2 * 32) * 8
+    assert 1 > model["2"]["efficiency"] > model["16"]["efficiency"] > 0
