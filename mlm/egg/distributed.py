@@ -53,6 +53,9 @@ SPIN_SECONDS = 200e-6
 FIRST_PAUSE, MAX_PAUSE = 20e-6, 500e-6
 #: Settings that may differ between ranks: run-time only, or only used by rank 0.
 LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
+#: Seconds between printing the reason for an abort and aborting: the launcher forwards a rank's output
+#: through its proxies, and an abort that overtakes it loses the one line that says what happened.
+ABORT_GRACE = 0.5
 #: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
 FAIL_AT_ENV = "MLM_TEST_FAIL_AT"
 #: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
@@ -182,7 +185,9 @@ class DistributedTrainer(Trainer):
     def abort(self, message: str, code: int = 1) -> NoReturn:
         """Print ``message`` with this rank's name and end every rank of the job now."""
         sys.stdout.flush()
+        message = " ".join(message.split())  # one line, whatever the exception's text
         print(f"error: rank {self.rank} of {self.size} ({_host()}): {message}", file=sys.stderr, flush=True)
+        time.sleep(ABORT_GRACE)
         self.comm.Abort(code)
         os._exit(code)  # MPI_Abort may return on this rank before the launcher's kill arrives
 
