@@ -239,6 +239,8 @@ class DistributedTrainer(Trainer):
                 outcome = (None, self._start_payload())
             except MlmError as error:
                 outcome = (str(error), None)
+        # The others wait for rank 0's setup (checkpoint, data, baselines) without spinning a core.
+        self._wait(self.comm.Ibarrier(), self._slow_timeout, "the start (rank 0 loading the run)")
         error, payload = self.comm.bcast(outcome, root=0)
         if error is not None:
             raise DistributedRefusal(error)
