@@ -460,6 +460,7 @@ int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint
     const double t_start = now();
     pair_noise(m, egg_step_seed(run_seed, step), p0, p1, noise);
     const double t_noise = now();
+    memset(member_loss_q16, 0, sizeof *member_loss_q16 * (size_t)(2 * (p1 - p0))); /* the forward adds to it */
     const int rc = evaluate_members(m, windows, noise, p0, p1, member_loss_q16);
     last_step = (egg_step_seconds){t_noise - t_start, now() - t_noise, 0};
     free(noise);
