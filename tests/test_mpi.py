@@ -89,7 +89,7 @@ def test_ranks_give_the_bits_of_one_process(tmp_path: Path, one_process, ranks: 
     assert result.returncode == 0, result.stderr
     assert hashes(tmp_path / "run") == one_process[12]
     log = (tmp_path / "run" / "training.log").read_text()
-    assert f"distributed: {ranks} ranks" in log
+    assert f"distributed: {ranks} rank{'s' if ranks > 1 else ''} on" in log
     assert "eval step 12" in log and "sample step 6" in log
     rows = (tmp_path / "results.tsv").read_text().splitlines()
     assert len(rows) == 2, "rank 0 alone appends to results.tsv"
@@ -107,6 +107,19 @@ def test_resume_under_another_number_of_ranks(tmp_path: Path, one_process) -> No
     assert hashes(tmp_path / "b") == one_process[8]
     assert run(train_command(tmp_path / "b", "--steps", "12")).returncode == 0
     assert hashes(tmp_path / "b") == one_process[12]
+
+
+def test_rank_0s_clock_ends_a_time_budget_and_fixes_the_cooldown_for_every_rank(tmp_path: Path) -> None:
+    """--time-budget and its cooldown follow rank 0's clock, sent in the exchange: every rank stops after
+    the same step and adopts the same schedule (else the weight check at the next checkpoint fails)."""
+    result = run(mpi(2, train_command(tmp_path / "run", "--time-budget", "3", "--cooldown", "0.8",
+                                      "--print-every", "50", "--sample-every", "0", "--eval-every", "0")))
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "run" / "training.log").read_text()
+    assert "cooldown fixed at steps" in log
+    step, _, _ = hashes(tmp_path / "run")
+    start = int(log.split("cooldown fixed at steps ")[1].split("-")[0].replace(",", ""))
+    assert step > start, "no checkpoint after the cooldown began: the weight check would prove nothing"
 
 
 def long_run(run_dir: Path) -> list[str]:

@@ -260,7 +260,8 @@ class DistributedTrainer(Trainer):
         self.width = CONTROL_WORDS + 2 * max(p1 - p0 for p0, p1 in self.shares)
         hosts = sorted(set(self.comm.allgather(_host())))
         sizes = sorted({p1 - p0 for p0, p1 in self.shares})
-        self.say(f"distributed: {self.size} ranks on {', '.join(hosts)}, {'-'.join(map(str, sizes))} pairs each")
+        self.say(f"distributed: {self.size} rank{'s' if self.size > 1 else ''} on {', '.join(hosts)}, "
+                 f"{'-'.join(map(str, sizes))} pairs each")
 
     def _start_payload(self) -> dict[str, Any]:
         st = self.state
