@@ -48,9 +48,10 @@ DEFAULT_TIMEOUT = 60.0
 SLOW_BOUNDARY_FACTOR = 10
 #: A waiting rank polls its pending collective back to back for SPIN_SECONDS (a collective between ranks
 #: that have all arrived completes in microseconds), then sleeps between polls (from FIRST_PAUSE, doubling
-#: up to MAX_PAUSE seconds) instead of spinning a core at 100% (bench-mpi measures both).
+#: up to MAX_PAUSE seconds: a wait ends at most that late) instead of spinning a core at 100%: about 5% of
+#: a core while waiting (bench-mpi measures both).
 SPIN_SECONDS = 200e-6
-FIRST_PAUSE, MAX_PAUSE = 20e-6, 500e-6
+FIRST_PAUSE, MAX_PAUSE = 20e-6, 250e-6
 #: Settings that may differ between ranks: run-time only, or only used by rank 0.
 LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
 #: Seconds between printing the reason for an abort and aborting: the launcher forwards a rank's output
