@@ -49,6 +49,10 @@ def hashes(run_dir: Path) -> tuple[int, str, str]:
     return info["step"], info["weights_sha256"], info["state_sha256"]
 
 
+#: The tests that signal one rank find its pid through /proc (Linux).
+needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds a rank's pid through /proc")
+
+
 def rank_pid(job: str, rank: int, deadline: float = 30) -> int:
     """The pid of MPI rank ``rank`` of the job whose environment carries MLM_TEST_JOB=job."""
     end = time.monotonic() + deadline
@@ -127,6 +131,7 @@ def long_run(run_dir: Path) -> list[str]:
                          "--eval-every", "0")
 
 
+@needs_proc
 def test_a_killed_rank_ends_the_job_and_a_rerun_resumes_bit_exactly(tmp_path: Path) -> None:
     assert run([*long_run(tmp_path / "whole"), "--distributed", "off"]).returncode == 0
     job = uuid.uuid4().hex
@@ -170,6 +175,7 @@ def test_an_exception_on_one_rank_ends_the_job_promptly(tmp_path: Path) -> None:
     assert "asked rank 2 to fail at step 150" in result.stderr
 
 
+@needs_proc
 def test_a_stalled_rank_hits_the_exchange_deadline(tmp_path: Path) -> None:
     job = uuid.uuid4().hex
     proc = subprocess.Popen(mpi(2, long_run(tmp_path / "run")), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
