@@ -203,6 +203,23 @@ def test_ranks_with_different_data_are_refused(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob("egg.ckpt.*")), "nothing trained"
 
 
+def test_what_rank_0_decides_at_start_is_not_a_difference(tmp_path: Path) -> None:
+    """A cooldown fixed from --steps changes rank 0's configuration before the ranks compare settings."""
+    flags = ("--steps", "8", "--cooldown", "0.5")
+    assert run(train_command(tmp_path / "one", *flags, "--distributed", "off")).returncode == 0
+    result = run(mpi(2, train_command(tmp_path / "two", *flags)))
+    assert result.returncode == 0, result.stderr
+    assert hashes(tmp_path / "two") == hashes(tmp_path / "one")
+
+
+def test_ranks_started_with_different_settings_are_refused(tmp_path: Path) -> None:
+    command = train_command(tmp_path / "run")
+    result = run([MPIEXEC, "-n", "1", *command, "--steps", "4", ":", "-n", "1", *command, "--steps", "5"])
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "rank 1" in lines[0] and "steps (4 on rank 0, 5 here)" in lines[0], result.stderr
+
+
 def test_more_ranks_than_pairs_are_refused(tmp_path: Path) -> None:
     result = run(mpi(3, train_command(tmp_path / "run", "--steps", "4", "--population", "4", "--streams", "2")))
     assert result.returncode == 2

@@ -140,8 +140,17 @@ def core_fingerprint() -> str:
     return hashlib.sha256(engine.weights.tobytes() + engine.training_state().tobytes()).hexdigest()[:16]
 
 
-def _comparable_settings(settings: TrainSettings) -> dict[str, Any]:
-    return {k: str(v) for k, v in dataclasses.asdict(settings).items() if k not in LOCAL_SETTINGS}
+def _comparable_settings(settings: TrainSettings) -> dict[str, str]:
+    """The settings every rank must share, flattened (``config.hidden``...) so a difference names one value."""
+    out = {}
+    for key, value in dataclasses.asdict(settings).items():
+        if key in LOCAL_SETTINGS:
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": str(v) for k, v in value.items()})
+        else:
+            out[key] = str(value)
+    return out
 
 
 def _host() -> str:
@@ -153,6 +162,8 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, settings: TrainSettings, comm: Any):
         super().__init__(settings)
+        # As given, before rank 0's setup fills in what it decides (a resumed configuration, the cooldown).
+        self.given_settings = _comparable_settings(settings)
         self.comm, self.mpi = comm, import_mpi()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == 0
@@ -267,7 +278,7 @@ class DistributedTrainer(Trainer):
     def _start_payload(self) -> dict[str, Any]:
         st = self.state
         return {
-            "facts": self._facts(self.corpus.sha256), "settings": _comparable_settings(self.s),
+            "facts": self._facts(self.corpus.sha256), "settings": self.given_settings,
             "config": self.s.config, "run_seed": self.run_seed, "step": st.step, "best": st.best,
             "last_val": st.last_val, "last_train_loss": st.last_train_loss, "saved_step": st.saved_step,
             "weights": self.engine.weights.copy(), "training_state": self.engine.training_state(),
@@ -292,8 +303,7 @@ class DistributedTrainer(Trainer):
                        "core fingerprint": f"rebuild mlm on {_host()} (its core, kernel {kernel_name()}, computes "
                                            "different bits)"}[key]
                 return f"{where} has a different {key} ({value[:16]} on rank 0, {mine[key][:16]} here): {fix}"
-        settings = _comparable_settings(self.s)
-        differ = [f"{k} ({payload['settings'][k]} on rank 0, {v} here)" for k, v in settings.items()
+        differ = [f"{k} ({payload['settings'].get(k)} on rank 0, {v} here)" for k, v in self.given_settings.items()
                   if payload["settings"].get(k) != v]
         if differ:
             return f"{where} was started with different settings: {'; '.join(differ)}; start every rank alike"
@@ -324,11 +334,6 @@ class DistributedTrainer(Trainer):
         if self.agreed_signal is not None:
             stop.signal = self.agreed_signal
         return self.agreed_signal is not None or self.agreed_budget_spent
-
-    def _budget_spent(self, started: float, first_step: int) -> bool:
-        if self.root:
-            return super()._budget_spent(started, first_step)
-        return self.s.steps is not None and self.state.step >= self.s.steps
 
     def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
         if os.environ.get(FAIL_AT_ENV) == f"{self.rank}:{step}":
