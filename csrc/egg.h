@@ -94,6 +94,18 @@ int egg_eval_detail(egg_model *m, const uint8_t *tokens, int64_t n, int32_t chun
 int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
                    int64_t *member_loss_q16, int8_t *fitness, int64_t *moved);
 
+/* egg_train_step in two halves, for a population split across processes (mlm/egg/distributed.py);
+ * evaluating every share of [0, population/2) and then applying the update gives the same bits.
+ * Evaluate pairs [p0, p1): advances the state of members 2*p0 .. 2*p1-1 only and writes their
+ * losses to member_loss_q16[0 .. 2*(p1-p0)). */
+int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows, int64_t p0,
+                       int64_t p1, int64_t *member_loss_q16);
+/* Apply the update of step `step` from every member's loss (member_loss_q16[population]): the fitness,
+ * which ranks each pair against all pairs, and the vote with the noise regenerated from the seed.
+ * Outputs (each may be NULL): fitness[population/2], moved. */
+int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                     const int64_t *member_loss_q16, int8_t *fitness, int64_t *moved);
+
 /* Build and machine facts. */
 const char *egg_kernel_name(void);         /* kernel in use */
 const char *egg_available_kernels(void);   /* comma-separated */
@@ -114,7 +126,8 @@ double egg_peak_macs_per_second(int32_t threads, double seconds);
  * block against every weight matrix, with m's weights), on m's threads. */
 double egg_gemm_macs_per_second(egg_model *m, double seconds);
 /* Wall-clock seconds of the phases of the last egg_train_step on the calling thread:
- * noise generation, the population's forward pass, fitness and update. */
+ * noise generation, the population's forward pass, fitness and update (after egg_evaluate_pairs:
+ * its noise and forward; after egg_apply_update: all of it, noise regeneration included, as update). */
 typedef struct egg_step_seconds {
     double noise, forward, update;
 } egg_step_seconds;

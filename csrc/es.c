@@ -101,13 +101,15 @@ static int64_t alpha_q16(const egg_config *c, int64_t step) {
 typedef struct noise_job {
     const egg_model *m;
     uint64_t seed;
+    int64_t first; /* pair of noise row 0 */
     int8_t *noise;
 } noise_job;
 
-static void noise_task(void *ctx, int64_t pair) {
+static void noise_task(void *ctx, int64_t row) {
     const noise_job *job = ctx;
     const egg_model *m = job->m;
-    int8_t *out = job->noise + pair * m->noise_len;
+    const int64_t pair = job->first + row;
+    int8_t *out = job->noise + row * m->noise_len;
     for (int32_t t = 0; t < m->n_tensors; t++) {
         const egg_tensor *ten = &m->tensors[t];
         egg_noise_values(egg_stream_key(job->seed, t, (uint64_t)pair), ten->rows + ten->cols,
@@ -119,7 +121,7 @@ static void noise_task(void *ctx, int64_t pair) {
 
 typedef struct population_job {
     const egg_model *m;
-    int64_t block;
+    int64_t members, block;
     const uint8_t **tokens;
     int8_t **states;
     const int8_t **noise;
@@ -130,8 +132,8 @@ typedef struct population_job {
 
 static void population_task(void *ctx, int64_t task) {
     population_job *job = ctx;
-    const int64_t first = task * job->block, population = job->m->cfg.population;
-    const int32_t count = (int32_t)(first + job->block <= population ? job->block : population - first);
+    const int64_t first = task * job->block, members = job->members;
+    const int32_t count = (int32_t)(first + job->block <= members ? job->block : members - first);
     const egg_block b = {.members = count,
                          .steps = job->m->cfg.seq_len,
                          .tokens = job->tokens + first,
@@ -397,59 +399,127 @@ static double now(void) {
 
 egg_step_seconds egg_last_step_seconds(void) { return last_step; }
 
+/* Noise of pairs [p0, p1), one row of noise_len per pair. */
+static void pair_noise(const egg_model *m, uint64_t seed, int64_t p0, int64_t p1, int8_t *noise) {
+    noise_job nj = {m, seed, p0, noise};
+    egg_parallel_for(p1 - p0, m->threads, noise_task, &nj);
+}
+
+/* The members of pairs [p0, p1) run their windows from their own states, with `noise` (rows from p0);
+ * losses[i] is member 2 * p0 + i's. */
+static int evaluate_members(egg_model *m, const uint8_t *windows, const int8_t *noise, int64_t p0, int64_t p1,
+                            int64_t *losses) {
+    const int64_t members = 2 * (p1 - p0);
+    int rc = -1;
+    const uint8_t **tokens = malloc(sizeof *tokens * (size_t)members);
+    int8_t **states = malloc(sizeof *states * (size_t)members);
+    const int8_t **member_noise = malloc(sizeof *member_noise * (size_t)members);
+    int8_t *signs = malloc((size_t)members);
+    if (!tokens || !states || !member_noise || !signs) {
+        egg_set_error("out of memory in the training step");
+        goto done;
+    }
+    const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
+    for (int64_t i = 0; i < members; i++) {
+        const int64_t pair = p0 + i / 2;
+        tokens[i] = windows + (pair % m->cfg.streams) * window;
+        states[i] = m->state + (2 * p0 + i) * state_len;
+        member_noise[i] = noise + (i / 2) * m->noise_len;
+        signs[i] = (int8_t)(i % 2 ? -1 : 1);
+    }
+    population_job pj = {.m = m, .members = members, .block = egg_block_size(m, members), .tokens = tokens,
+                         .states = states, .noise = member_noise, .signs = signs, .losses = losses};
+    egg_parallel_for((members + pj.block - 1) / pj.block, m->threads, population_task, &pj);
+    if (egg_task_error_raise(&pj.error)) goto done;
+    rc = 0;
+done:
+    free(tokens);
+    free(states);
+    free(member_noise);
+    free(signs);
+    return rc;
+}
+
+/* Fitness from every member's loss, then the vote update with every pair's noise. */
+static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows,
+                              const int8_t *noise, const int64_t *losses, int8_t *fitness_out, int64_t *moved_out) {
+    const int64_t pairs = m->cfg.population / 2;
+    int64_t moved = 0;
+    int8_t *fitness = malloc((size_t)pairs);
+    int rc = -1;
+    if (!fitness) {
+        egg_set_error("out of memory in the training step");
+        return -1;
+    }
+    if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, &moved)) {
+        if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
+        if (moved_out) *moved_out = moved;
+        rc = 0;
+    }
+    free(fitness);
+    return rc;
+}
+
+int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows, int64_t p0,
+                       int64_t p1, int64_t *member_loss_q16) {
+    if (p0 < 0 || p1 < p0 || p1 > m->cfg.population / 2) {
+        egg_set_error("pair range outside the population");
+        return -1;
+    }
+    int8_t *noise = malloc((size_t)((p1 - p0) * m->noise_len) + 1);
+    if (!noise) {
+        egg_set_error("out of memory in the training step");
+        return -1;
+    }
+    const double t_start = now();
+    pair_noise(m, egg_step_seed(run_seed, step), p0, p1, noise);
+    const double t_noise = now();
+    memset(member_loss_q16, 0, sizeof *member_loss_q16 * (size_t)(2 * (p1 - p0))); /* the forward adds to it */
+    const int rc = evaluate_members(m, windows, noise, p0, p1, member_loss_q16);
+    last_step = (egg_step_seconds){t_noise - t_start, now() - t_noise, 0};
+    free(noise);
+    return rc;
+}
+
+int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                     const int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
+    const int64_t pairs = m->cfg.population / 2;
+    const uint64_t seed = egg_step_seed(run_seed, step);
+    int8_t *noise = malloc((size_t)(pairs * m->noise_len));
+    if (!noise) {
+        egg_set_error("out of memory in the training step");
+        return -1;
+    }
+    const double t_start = now();
+    pair_noise(m, seed, 0, pairs, noise);
+    const int rc = update_from_losses(m, seed, step, windows, noise, member_loss_q16, fitness_out, moved_out);
+    last_step = (egg_step_seconds){0, 0, now() - t_start};
+    free(noise);
+    return rc;
+}
+
 int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
                    int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
     const int64_t population = m->cfg.population, pairs = population / 2;
     const uint64_t seed = egg_step_seed(run_seed, step);
     int rc = -1;
-    int64_t moved = 0;
     int8_t *noise = malloc((size_t)(pairs * m->noise_len));
-    const uint8_t **tokens = malloc(sizeof *tokens * (size_t)population);
-    int8_t **states = malloc(sizeof *states * (size_t)population);
-    const int8_t **member_noise = malloc(sizeof *member_noise * (size_t)population);
-    int8_t *signs = malloc((size_t)population);
     int64_t *losses = calloc((size_t)population, sizeof *losses);
-    int8_t *fitness = malloc((size_t)pairs);
-    if (!noise || !tokens || !states || !member_noise || !signs || !losses || !fitness) {
+    if (!noise || !losses) {
         egg_set_error("out of memory in the training step");
         goto done;
     }
-
     const double t_start = now();
-    noise_job nj = {m, seed, noise};
-    egg_parallel_for(pairs, m->threads, noise_task, &nj);
+    pair_noise(m, seed, 0, pairs, noise);
     const double t_noise = now();
-
-    const int64_t window = (int64_t)m->cfg.seq_len + 1, state_len = (int64_t)m->cfg.layers * m->cfg.hidden;
-    for (int64_t i = 0; i < population; i++) {
-        const int64_t pair = i / 2;
-        tokens[i] = windows + (pair % m->cfg.streams) * window;
-        states[i] = m->state + i * state_len;
-        member_noise[i] = noise + pair * m->noise_len;
-        signs[i] = (int8_t)(i % 2 ? -1 : 1);
-    }
-    population_job pj = {.m = m, .block = egg_block_size(m, population), .tokens = tokens, .states = states,
-                         .noise = member_noise, .signs = signs, .losses = losses};
-    egg_parallel_for((population + pj.block - 1) / pj.block, m->threads, population_task, &pj);
-    if (egg_task_error_raise(&pj.error)) goto done;
+    if (evaluate_members(m, windows, noise, 0, pairs, losses)) goto done;
     const double t_forward = now();
-
-    if (pair_fitness(m, losses, fitness)) goto done;
-    if (apply_update(m, seed, step, windows, noise, fitness, &moved)) goto done;
-    const double t_update = now();
-    last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, t_update - t_forward};
-
+    if (update_from_losses(m, seed, step, windows, noise, losses, fitness_out, moved_out)) goto done;
+    last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, now() - t_forward};
     if (member_loss_q16) memcpy(member_loss_q16, losses, sizeof *losses * (size_t)population);
-    if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
-    if (moved_out) *moved_out = moved;
     rc = 0;
 done:
     free(noise);
-    free(tokens);
-    free(states);
-    free(member_noise);
-    free(signs);
     free(losses);
-    free(fitness);
     return rc;
 }

@@ -78,8 +78,8 @@ def test_core_hash_is_the_expected_one_for_every_kernel_thread_count_and_schedul
     result = subprocess.run([str(programs / f"{loop}-core")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"parallel {loop}," in result.stdout
-    runs = re.findall(r"^kernel \S+ +threads \d batched \d: ([0-9a-f]{16})$", result.stdout, re.M)
-    assert len(runs) >= 4  # at least the scalar kernel on 1 and 3 threads, batched and not
+    runs = re.findall(r"^kernel \S+ +threads \d batched \d split \d: ([0-9a-f]{16})$", result.stdout, re.M)
+    assert len(runs) >= 8  # at least the scalar kernel on 1 and 3 threads, batched and not, whole and split
     assert set(runs) == {expected_core_hash()}
     assert re.search(r"^core hash: ([0-9a-f]{16})$", result.stdout, re.M).group(1) == expected_core_hash()
 

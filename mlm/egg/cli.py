@@ -97,11 +97,13 @@ def main() -> None:
               help="Experiment table to append a row to.")
 @click.option("--note", default="", help="Description for the results.tsv row.")
 @click.option("--quiet", is_flag=True, help="Only errors on the terminal (training.log still gets everything).")
+@click.option("--distributed", type=click.Choice(["auto", "off", "mpi"]), default="auto", show_default=True,
+              help="Split each step's pairs across MPI processes (`mpiexec -n N python -m mlm.egg train`); "
+                   "auto: when an MPI launcher started more than one (docs/distributed.md).")
 def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
           shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
-          max_z, weight_decay, vector_z, cooldown, threads, seed, steps,
-          time_budget, print_every, sample_every, save_every, eval_every, eval_bytes, resume, fresh, results, note,
-          quiet) -> None:
+          max_z, weight_decay, vector_z, cooldown, threads, seed, steps, time_budget, print_every, sample_every,
+          save_every, eval_every, eval_bytes, resume, fresh, results, note, quiet, distributed) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
     from mlm.egg.train import TrainSettings
     from mlm.egg.train import train as run_training
@@ -129,7 +131,7 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
         seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget, cooldown=cooldown,
         print_every=print_every, sample_every=sample_every, save_every=save_every, eval_every=eval_every,
         eval_bytes=eval_bytes, resume=resume, fresh=fresh, results=results, note=note,
-        quiet=quiet,
+        quiet=quiet, distributed=distributed,
     )
     sys.exit(run_training(settings))
 
@@ -373,8 +375,10 @@ def sweep(config, results, dry_run) -> None:
 
 
 from mlm.egg.bench import bench_command  # noqa: E402
+from mlm.egg.bench_mpi import bench_mpi_command  # noqa: E402
 
 main.add_command(bench_command)
+main.add_command(bench_mpi_command)
 
 
 def run() -> None:

@@ -226,12 +226,37 @@ class Engine:
     def train_step(self, run_seed: int, step: int, windows: np.ndarray) -> StepResult:
         """One EGGROLL step on ``windows`` (streams x (seq_len + 1) uint8)."""
         cfg = self.config
-        win = np.ascontiguousarray(windows, dtype=np.uint8)
-        if win.shape != (cfg.streams, cfg.seq_len + 1):
-            raise ValueError(f"windows must be {(cfg.streams, cfg.seq_len + 1)}, got {win.shape}")
+        win = self._windows(windows)
         losses = np.zeros(cfg.population, dtype=np.int64)
         fitness = np.zeros(cfg.pairs, dtype=np.int8)
         moved = ffi.new("int64_t *")
         _check(lib.egg_train_step(self._model, run_seed & (2**64 - 1), step, _u8(win),
                                   _i64(losses), _i8(fitness), moved))
+        return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)
+
+    def _windows(self, windows: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        win = np.ascontiguousarray(windows, dtype=np.uint8)
+        if win.shape != (cfg.streams, cfg.seq_len + 1):
+            raise ValueError(f"windows must be {(cfg.streams, cfg.seq_len + 1)}, got {win.shape}")
+        return win
+
+    def evaluate_pairs(self, run_seed: int, step: int, windows: np.ndarray, p0: int, p1: int) -> np.ndarray:
+        """The first half of :meth:`train_step` for pairs [p0, p1): advances their members' state only and
+        returns their 2 * (p1 - p0) Q16 losses (int64)."""
+        losses = np.zeros(2 * (p1 - p0), dtype=np.int64)
+        _check(lib.egg_evaluate_pairs(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
+                                      p0, p1, _i64(losses)))
+        return losses
+
+    def apply_update(self, run_seed: int, step: int, windows: np.ndarray, member_loss_q16: np.ndarray) -> StepResult:
+        """The second half of :meth:`train_step`: the update from every member's loss (population int64)."""
+        cfg = self.config
+        losses = np.ascontiguousarray(member_loss_q16, dtype=np.int64)
+        if losses.shape != (cfg.population,):
+            raise ValueError(f"member losses must be ({cfg.population},), got {losses.shape}")
+        fitness = np.zeros(cfg.pairs, dtype=np.int8)
+        moved = ffi.new("int64_t *")
+        _check(lib.egg_apply_update(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
+                                    _i64(losses), _i8(fitness), moved))
         return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)

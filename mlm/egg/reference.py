@@ -429,9 +429,32 @@ def stream_of_pair(cfg: ModelConfig, pair: int) -> int:
     return pair % cfg.streams
 
 
+def evaluate_pairs(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_seed: int, step: int,
+                   windows: np.ndarray, p0: int, p1: int) -> np.ndarray:
+    """The members of pairs [p0, p1) run their windows: their states advance in place (``state`` as in
+    :func:`train_step`), and their 2 * (p1 - p0) Q16 losses are returned."""
+    seed = step_seed(run_seed, step)
+    model = Model(cfg, weights)
+    losses = np.zeros(2 * (p1 - p0), dtype=np.int64)
+    for member in range(2 * p0, 2 * p1):
+        pair, sign = member // 2, (1 if member % 2 == 0 else -1)
+        noise = Perturbation(cfg, seed, pair, sign)
+        losses[member - 2 * p0] = model.sequence_loss(windows[stream_of_pair(cfg, pair)], state[member], noise)
+    return losses
+
+
+def apply_update(cfg: ModelConfig, weights: np.ndarray, run_seed: int, step: int, windows: np.ndarray,
+                 losses: np.ndarray, memory: np.ndarray | None = None) -> dict:
+    """The update of a step from every member's loss: the fitness (which ranks each pair against all
+    pairs) and the votes. Returns the new weights, the fitness vector and the number of weights moved."""
+    fit = fitness(cfg, losses)
+    new_weights, moved = update(cfg, weights, step_seed(run_seed, step), step, fit, windows, memory)
+    return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
+
+
 def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_seed: int, step: int,
                windows: np.ndarray, memory: np.ndarray | None = None) -> dict:
-    """One EGGROLL step.
+    """One EGGROLL step: :func:`evaluate_pairs` over all pairs, then :func:`apply_update`.
 
     ``state`` is (population, layers, hidden) int8 and is advanced in place:
     members keep their own recurrent state across steps. ``windows`` is
@@ -440,13 +463,5 @@ def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_see
     fitness vector and the number of weights that moved. ``memory`` is the
     vote memory (see :func:`update`), advanced in place.
     """
-    seed = step_seed(run_seed, step)
-    model = Model(cfg, weights)
-    losses = np.zeros(cfg.population, dtype=np.int64)
-    for member in range(cfg.population):
-        pair, sign = member // 2, (1 if member % 2 == 0 else -1)
-        noise = Perturbation(cfg, seed, pair, sign)
-        losses[member] = model.sequence_loss(windows[stream_of_pair(cfg, pair)], state[member], noise)
-    fit = fitness(cfg, losses)
-    new_weights, moved = update(cfg, weights, seed, step, fit, windows, memory)
-    return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
+    losses = evaluate_pairs(cfg, weights, state, run_seed, step, windows, 0, cfg.pairs)
+    return apply_update(cfg, weights, run_seed, step, windows, losses, memory)

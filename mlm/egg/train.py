@@ -7,6 +7,7 @@ a resumed run continues bit for bit as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from mlm.egg.checkpoint import Checkpoint, RunDir
 from mlm.egg.config import ModelConfig
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import Snapshot, choose_display
-from mlm.egg.engine import Engine
+from mlm.egg.engine import Engine, StepResult
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
 from mlm.egg.reference import n_state, n_weights
@@ -64,6 +65,8 @@ class TrainSettings:
     results: Path = Path("results.tsv")
     note: str = ""
     quiet: bool = False
+    #: auto: MPI when started by an MPI launcher with more than one process; off; mpi (see distributed.py).
+    distributed: str = "auto"
 
 
 def expected_sizes(config: ModelConfig) -> tuple[int, int]:
@@ -238,7 +241,7 @@ class Trainer:
     def run(self) -> int:
         """Train until the step or time budget is reached or a signal arrives; return the exit code."""
         check_results_file(self.s.results)
-        with self.run_dir.lock():
+        with self._lock_run_dir():
             self._setup()
             cfg = self.s.config
             self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads}")
@@ -247,7 +250,7 @@ class Trainer:
             self._start_display()
             try:
                 with StopRequest() as stop:
-                    while not self._budget_spent(started, first_step) and stop.signal is None:
+                    while not self._stopping(stop, started, first_step):
                         self._one_step()
                         self._fix_cooldown_from_speed(started, first_step)
                         self._refresh_display(started)
@@ -269,19 +272,33 @@ class Trainer:
                 self._record(status, seconds, self.state.step - first_step)
         return code
 
+    def _lock_run_dir(self) -> contextlib.AbstractContextManager:
+        """Hold the run directory for this writer (see :meth:`RunDir.lock`)."""
+        return self.run_dir.lock()
+
     def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
         """A run with only a time budget fixes its cooldown once, from the speed of its first steps.
 
         The schedule is stored in the configuration (and so in every checkpoint from now on): a resumed
         run follows it instead of re-estimating, and no step before the cooldown depends on it.
         """
+        estimate = self._cooldown_estimate(started, first_step)
+        if estimate is not None:
+            self._adopt_cooldown(*estimate)
+
+    def _cooldown_estimate(self, started: float, first_step: int) -> tuple[int, int, float] | None:
+        """(total steps the budget allows, steps done, seconds) once the speed is calibrated, else None."""
         cfg, budget = self.s.config, self.s.time_budget
         if self.s.steps is not None or budget is None or not self.s.cooldown or has_cooldown(cfg):
-            return
+            return None
         done, seconds = self.state.step - first_step, time.monotonic() - started
         if not calibrated(done, seconds, budget):
-            return
-        total = StepEstimate(done, seconds, first_step).total_steps(budget)
+            return None
+        return StepEstimate(done, seconds, first_step).total_steps(budget), done, seconds
+
+    def _adopt_cooldown(self, total: int, done: int, seconds: float) -> None:
+        """Cool down over the last --cooldown share of ``total`` steps, from the next step on."""
+        cfg, budget = self.s.config, self.s.time_budget
         cooled = with_cooldown(cfg, total, self.s.cooldown)
         if not has_cooldown(cooled) or cooled.cooldown_start <= self.state.step:
             return
@@ -306,6 +323,10 @@ class Trainer:
                             pop_tok_per_s=self.rate, sample=self.sample_text, baselines=self.baseline_text)
         self.display.update(snapshot, st.step if self.s.steps is not None else time.monotonic() - started)
 
+    def _stopping(self, stop: StopRequest, started: float, first_step: int) -> bool:
+        """Is the run over before its next step: budget spent or a signal received?"""
+        return self._budget_spent(started, first_step) or stop.signal is not None
+
     def _budget_spent(self, started: float, first_step: int) -> bool:
         if self.s.steps is not None and self.state.step >= self.s.steps:
             return True
@@ -314,7 +335,7 @@ class Trainer:
     def _one_step(self) -> None:
         st, cfg = self.state, self.s.config
         t0 = time.monotonic()
-        result = self.engine.train_step(self.run_seed, st.step, self.windows.windows(st.step))
+        result = self._train_step(st.step, self.windows.windows(st.step))
         elapsed = time.monotonic() - t0
         st.step += 1
         st.interval_losses.append(result.loss_bits)
@@ -330,6 +351,9 @@ class Trainer:
             self.say(f"sample step {st.step}: {sampling.one_line(sample)}")
         if st.step % (self.s.save_every or self.s.print_every) == 0:
             self._save()
+
+    def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
+        return self.engine.train_step(self.run_seed, step, windows)
 
     def _evaluate(self) -> None:
         """val_bpb on the first --eval-bytes of the validation split: the same bytes every time."""
@@ -383,5 +407,10 @@ class Trainer:
 
 def train(settings: TrainSettings) -> int:
     """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+    from mlm.egg import distributed
+
+    comm = distributed.world_communicator(settings.distributed)
+    if comm is not None:
+        return distributed.DistributedTrainer(settings, comm).run()
     return Trainer(settings).run()
 

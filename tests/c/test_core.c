@@ -1,7 +1,8 @@
 /* The whole core on a tiny model: forward, eval and two training steps, hashed. Every kernel,
- * thread count and schedule must give the same hash, and so must every platform: the script
- * compares this program's output on x86_64 with the arm64 one (checkpoints are portable), and
- * tests/test_native_c.py runs it natively and on the installed Python core. */
+ * thread count and schedule, and the steps split into shares of pairs (egg_evaluate_pairs over
+ * shares, then egg_apply_update: how MPI ranks run them) must give the same hash, and so must every
+ * platform: the script compares this program's output on x86_64 with the arm64 one (checkpoints are
+ * portable), and tests/test_native_c.py runs it natively and on the installed Python core. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ static const char TEXT[] =
         }                                                                                 \
     } while (0)
 
-static uint64_t run(int32_t threads, int32_t batched, int64_t *moved_total) {
+static uint64_t run(int32_t threads, int32_t batched, int32_t split, int64_t *moved_total) {
     egg_model *m = egg_create(&CONFIG);
     if (!m) {
         fprintf(stderr, "egg_create: %s\n", egg_last_error());
@@ -76,7 +77,14 @@ static uint64_t run(int32_t threads, int32_t batched, int64_t *moved_total) {
         for (int i = 0; i < 2; i++) memcpy(windows + 13 * i, text + 50 * i + 20 * step, 13);
         int64_t member_loss[10], moved;
         int8_t fitness[5];
-        CHECK(egg_train_step(m, 42, step, windows, member_loss, fitness, &moved));
+        if (split) { /* shares of pairs [0, 2) and [2, 5), as two ranks would evaluate them */
+            memset(member_loss, 0x55, sizeof member_loss); /* outputs, whatever they held before */
+            CHECK(egg_evaluate_pairs(m, 42, step, windows, 0, 2, member_loss));
+            CHECK(egg_evaluate_pairs(m, 42, step, windows, 2, 5, member_loss + 4));
+            CHECK(egg_apply_update(m, 42, step, windows, member_loss, fitness, &moved));
+        } else {
+            CHECK(egg_train_step(m, 42, step, windows, member_loss, fitness, &moved));
+        }
         for (int i = 0; i < 10; i++) hash_i64(&s, member_loss[i]);
         hash_bytes(&s, fitness, sizeof fitness);
         hash_i64(&s, moved);
@@ -99,13 +107,14 @@ int main(void) {
         CHECK(egg_force_kernel(name));
         const int32_t threads[] = {1, 3};
         for (int t = 0; t < 2; t++)
-            for (int32_t batched = 1; batched >= 0; batched--) {
-                const uint64_t h = run(threads[t], batched, &moved);
-                printf("kernel %-8s threads %d batched %d: %016llx\n", name, threads[t], batched,
-                       (unsigned long long)h);
-                if (runs++ == 0) first = h;
-                bad |= h != first;
-            }
+            for (int32_t batched = 1; batched >= 0; batched--)
+                for (int32_t split = 0; split <= 1; split++) {
+                    const uint64_t h = run(threads[t], batched, split, &moved);
+                    printf("kernel %-8s threads %d batched %d split %d: %016llx\n", name, threads[t], batched,
+                           split, (unsigned long long)h);
+                    if (runs++ == 0) first = h;
+                    bad |= h != first;
+                }
     }
     /* A hash over weights that never moved would not test the update. */
     if (moved == 0) {

@@ -1,0 +1,428 @@
+"""Training across processes and machines with MPI: ``mpiexec -n N python -m mlm.egg train``.
+
+Every rank holds the whole model and reads the same data. The pairs of each step are split into N
+fixed, contiguous shares (:func:`pair_shares`); a rank runs only its share's members, whose recurrent
+state lives on that rank for the whole run. Per step the ranks all-gather their members' losses in
+rank order, and each applies the same update from all of them (the fitness ranks every pair against
+all pairs), so the weights stay bit-identical on every rank without ever being sent, and the run is
+bit-identical to a one-process run.
+
+Only rank 0 writes (training.log, results.tsv, samples, checkpoints); for a checkpoint it gathers
+every rank's member state, so the file is the one a one-process run writes and resumes under any N.
+The job is all-or-nothing: an exception on any rank, or a rank that does not answer within the
+exchange deadline, aborts every rank (``MPI_Abort``); re-running the command resumes from the last
+checkpoint. SIGINT/SIGTERM on any rank travels in the next exchange, so every rank stops after the
+same step and rank 0 saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import socket
+import sys
+import time
+from types import ModuleType
+from typing import Any, NoReturn
+
+import numpy as np
+
+from mlm import __version__
+from mlm.egg.data import WindowSampler, resolve_data
+from mlm.egg.display import QuietDisplay
+from mlm.egg.engine import Engine, StepResult, kernel_name
+from mlm.egg.train import StopRequest, Trainer, TrainSettings
+from mlm.errors import MlmError
+
+MODES = ("auto", "off", "mpi")
+#: Set by MPI launchers (MPICH/Hydra and Slurm's PMI, Open MPI, MVAPICH, srun) to the number of processes:
+#: `auto` imports MPI only when one of them says more than one, so a plain run never loads an MPI library.
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+INSTALL_HINT = 'install the MPI extra: pip install "mlm[mpi]" (mpi4py and the MPICH runtime)'
+#: Seconds a rank waits in the per-step exchange for the others before it aborts the job.
+TIMEOUT_ENV = "MLM_MPI_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+#: After a step at which rank 0 evaluates, samples or saves, the others wait this many times longer.
+SLOW_BOUNDARY_FACTOR = 10
+#: A waiting rank polls its pending collective back to back for SPIN_SECONDS (a collective between ranks
+#: that have all arrived completes in microseconds), then sleeps between polls (from FIRST_PAUSE, doubling
+#: up to MAX_PAUSE seconds: a wait ends at most that late) instead of spinning a core at 100%: about 5% of
+#: a core while waiting (bench-mpi measures both).
+SPIN_SECONDS = 200e-6
+FIRST_PAUSE, MAX_PAUSE = 20e-6, 250e-6
+#: Settings that may differ between ranks: run-time only, or only used by rank 0.
+LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
+#: Seconds between printing the reason for an abort and aborting: the launcher forwards a rank's output
+#: through its proxies, and an abort that overtakes it loses the one line that says what happened.
+ABORT_GRACE = 0.5
+#: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
+FAIL_AT_ENV = "MLM_TEST_FAIL_AT"
+#: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
+SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL = range(3)
+CONTROL_WORDS = 3
+
+
+class DistributedRefusal(MlmError):
+    """A problem every rank knows about at once (different data, too many ranks...): rank 0 reports it and
+    every rank exits cleanly with the same code, without an abort."""
+
+
+def launcher_world_size(environ: dict[str, str] | None = None) -> int:
+    """The number of processes an MPI launcher says it started (1 when none did)."""
+    environ = os.environ if environ is None else environ
+    sizes = [int(environ[name]) for name in LAUNCHER_SIZE_VARIABLES if environ.get(name, "").isdigit()]
+    return max(sizes, default=1)
+
+
+def pair_shares(pairs: int, ranks: int) -> list[tuple[int, int]]:
+    """Contiguous pair ranges [p0, p1) of each rank: sizes differ by at most one, larger shares first."""
+    base, extra = divmod(pairs, ranks)
+    bounds = [r * base + min(r, extra) for r in range(ranks + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def import_mpi() -> ModuleType:
+    """mpi4py's MPI module, or one line saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as error:
+        reason = " ".join(str(error).split())
+        raise MlmError(f"distributed training needs mpi4py and an MPI library ({reason}): {INSTALL_HINT}") from None
+    return MPI
+
+
+def world_communicator(mode: str) -> Any | None:
+    """MPI's world communicator when this run is distributed, else None.
+
+    ``off`` never is; ``mpi`` always is (even with one process); ``auto`` is when a launcher started more
+    than one process, detected from its environment without loading MPI otherwise.
+    """
+    if mode not in MODES:
+        raise MlmError(f"--distributed must be one of {', '.join(MODES)} (got {mode!r})")
+    if mode == "off" or (mode == "auto" and launcher_world_size() <= 1):
+        return None
+    comm = import_mpi().COMM_WORLD
+    return comm if mode == "mpi" or comm.Get_size() > 1 else None
+
+
+def poll(request: Any, timeout: float) -> bool:
+    """Wait for an MPI request without spinning a core: a few back-to-back tests, then short sleeps
+    between tests. MPICH's blocking calls busy-poll at 100% CPU for as long as they wait, which on a
+    laptop or a shared node takes a core from the ranks still computing. False after ``timeout`` s."""
+    start, pause = time.monotonic(), FIRST_PAUSE
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited < SPIN_SECONDS:
+            continue
+        if waited > timeout:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, MAX_PAUSE)
+    return True
+
+
+def core_fingerprint() -> str:
+    """A hash of what this build of the core computes: two training steps of a small fixed model.
+
+    Ranks on different machines may use different compilers and SIMD kernels and must still compute the
+    same bits; this catches a build that does not (or an older mlm core), before any step is wasted.
+    """
+    from mlm.egg.config import preset
+
+    cfg = preset("tiny").replace(population=8, streams=2, seq_len=8)
+    engine = Engine(cfg)
+    engine.init_weights(7)
+    windows = np.arange(cfg.streams * (cfg.seq_len + 1), dtype=np.uint8).reshape(cfg.streams, -1) * 37
+    for step in range(2):
+        engine.train_step(7, step, windows)
+    return hashlib.sha256(engine.weights.tobytes() + engine.training_state().tobytes()).hexdigest()[:16]
+
+
+def _comparable_settings(settings: TrainSettings) -> dict[str, str]:
+    """The settings every rank must share, flattened (``config.hidden``...) so a difference names one value."""
+    out = {}
+    for key, value in dataclasses.asdict(settings).items():
+        if key in LOCAL_SETTINGS:
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": str(v) for k, v in value.items()})
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+class DistributedTrainer(Trainer):
+    """A :class:`Trainer` that is one rank of an MPI job (see the module docstring)."""
+
+    def __init__(self, settings: TrainSettings, comm: Any):
+        super().__init__(settings)
+        # As given, before rank 0's setup fills in what it decides (a resumed configuration, the cooldown).
+        self.given_settings = _comparable_settings(settings)
+        self.comm, self.mpi = comm, import_mpi()
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.root = self.rank == 0
+        self.timeout = self._timeout()
+        self.slow_boundary = True  # the first exchange waits for every rank's setup
+        self.agreed_signal: int | None = None
+        self.agreed_budget_spent = False
+        self.agreed_cooldown = 0
+        self.cooldown_adopted = False
+        self.cooldown_basis: tuple[int, float] = (0, 0.0)
+        self.pending = np.zeros(CONTROL_WORDS, dtype=np.int64)
+        self.exchange_seconds: list[float] = []
+        if not self.root:
+            self.display = QuietDisplay()
+
+    @staticmethod
+    def _timeout() -> float:
+        raw = os.environ.get(TIMEOUT_ENV)
+        if raw is None:
+            return DEFAULT_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise MlmError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+        return value
+
+    # -- all-or-nothing ---------------------------------------------------------------------
+
+    def abort(self, message: str, code: int = 1) -> NoReturn:
+        """Print ``message`` with this rank's name and end every rank of the job now."""
+        sys.stdout.flush()
+        message = " ".join(message.split())  # one line, whatever the exception's text
+        print(f"error: rank {self.rank} of {self.size} ({_host()}): {message}", file=sys.stderr, flush=True)
+        time.sleep(ABORT_GRACE)
+        self.comm.Abort(code)
+        os._exit(code)  # MPI_Abort may return on this rank before the launcher's kill arrives
+
+    def run(self) -> int:
+        """Train as one rank; any failure on this rank ends the whole job (see :meth:`abort`)."""
+        previous_hook = sys.excepthook
+        sys.excepthook = lambda kind, error, tb: self.abort(f"{kind.__name__}: {error}")
+        try:
+            return super().run()
+        except DistributedRefusal:
+            if self.root:
+                raise
+            sys.exit(DistributedRefusal.exit_code)
+        except MlmError as error:
+            self.abort(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            self.abort("interrupted before training started", 130)
+        except Exception as error:
+            self.abort(f"{type(error).__name__}: {error}")
+        finally:
+            sys.excepthook = previous_hook
+
+    def _wait(self, request: Any, timeout: float, what: str) -> None:
+        """Complete a non-blocking collective (see :func:`poll`); abort past the deadline."""
+        if not poll(request, timeout):
+            self.abort(f"no answer from the other ranks within {timeout:.0f} s in {what}: a rank stalled, "
+                       f"was stopped or its machine slept ({TIMEOUT_ENV} sets the deadline); "
+                       "re-run the same command to resume from the last checkpoint")
+
+    def _deadline(self) -> float:
+        slow, self.slow_boundary = self.slow_boundary, False
+        return self.timeout * (SLOW_BOUNDARY_FACTOR if slow else 1)
+
+    # -- start: rank 0 decides, every rank checks ---------------------------------------------
+
+    def _lock_run_dir(self) -> contextlib.AbstractContextManager:
+        """Rank 0 alone writes the run directory; the others may not even see it."""
+        return super()._lock_run_dir() if self.root else contextlib.nullcontext()
+
+    def say(self, message: str) -> None:
+        if self.root:
+            super().say(message)
+
+    def _setup(self) -> None:
+        outcome: tuple[str | None, dict | None] = (None, None)
+        if self.root:
+            try:
+                super()._setup()
+                outcome = (None, self._start_payload())
+            except MlmError as error:
+                outcome = (str(error), None)
+        # The others wait for rank 0's setup (checkpoint, data, baselines) without spinning a core.
+        self._wait(self.comm.Ibarrier(), self._slow_timeout, "the start (rank 0 loading the run)")
+        error, payload = self.comm.bcast(outcome, root=0)
+        if error is not None:
+            raise DistributedRefusal(error)
+        problem = self._check_against(payload) if not self.root else None
+        problems = [p for p in self.comm.allgather(problem) if p]
+        if problems:
+            more = f" (and {len(problems) - 1} more ranks)" if len(problems) > 1 else ""
+            raise DistributedRefusal(problems[0] + more)
+        if not self.root:
+            self._adopt(payload)
+        pairs = self.s.config.pairs
+        if self.size > pairs:
+            raise DistributedRefusal(f"{self.size} ranks but only {pairs} pairs per step (--population "
+                                     f"{self.s.config.population}): start at most {pairs} ranks, or raise --population")
+        self.shares = pair_shares(pairs, self.size)
+        self.share = self.shares[self.rank]
+        self.width = CONTROL_WORDS + 2 * max(p1 - p0 for p0, p1 in self.shares)
+        hosts = sorted(set(self.comm.allgather(_host())))
+        sizes = sorted({p1 - p0 for p0, p1 in self.shares})
+        self.say(f"distributed: {self.size} rank{'s' if self.size > 1 else ''} on {', '.join(hosts)}, "
+                 f"{'-'.join(map(str, sizes))} pairs each")
+
+    def _start_payload(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "facts": self._facts(self.corpus.sha256), "settings": self.given_settings,
+            "config": self.s.config, "run_seed": self.run_seed, "step": st.step, "best": st.best,
+            "last_val": st.last_val, "last_train_loss": st.last_train_loss, "saved_step": st.saved_step,
+            "weights": self.engine.weights.copy(), "training_state": self.engine.training_state(),
+        }
+
+    @staticmethod
+    def _facts(data_sha256: str) -> dict[str, str]:
+        return {"mlm version": __version__, "core fingerprint": core_fingerprint(), "data sha256": data_sha256}
+
+    def _check_against(self, payload: dict[str, Any]) -> str | None:
+        """What makes this rank unfit to join rank 0's run, as one line (None: nothing)."""
+        where = f"rank {self.rank} ({_host()})"
+        try:
+            self.corpus, _ = resolve_data(self.s.data)
+        except MlmError as error:
+            return f"{where} cannot read the training data: {error}"
+        mine, theirs = self._facts(self.corpus.sha256), payload["facts"]
+        for key, value in theirs.items():
+            if mine[key] != value:
+                fix = {"data sha256": f"copy rank 0's data file to {self.corpus.path} on {_host()}",
+                       "mlm version": "install the same mlm on every machine",
+                       "core fingerprint": f"rebuild mlm on {_host()} (its core, kernel {kernel_name()}, computes "
+                                           "different bits)"}[key]
+                return f"{where} has a different {key} ({value[:16]} on rank 0, {mine[key][:16]} here): {fix}"
+        differ = [f"{k} ({payload['settings'].get(k)} on rank 0, {v} here)" for k, v in self.given_settings.items()
+                  if payload["settings"].get(k) != v]
+        if differ:
+            return f"{where} was started with different settings: {'; '.join(differ)}; start every rank alike"
+        return None
+
+    def _adopt(self, payload: dict[str, Any]) -> None:
+        """Take rank 0's model, state and bookkeeping (it alone reads the run directory)."""
+        self.s.config, self.run_seed = payload["config"], payload["run_seed"]
+        self.engine = Engine(self.s.config, threads=self.s.threads)
+        self.engine.weights[:] = payload["weights"]
+        self.engine.load_training_state(payload["training_state"])
+        st = self.state
+        st.step, st.best, st.last_val = payload["step"], payload["best"], payload["last_val"]
+        st.last_train_loss, st.saved_step = payload["last_train_loss"], payload["saved_step"]
+        self.windows = WindowSampler(self.corpus.train, self.s.config.streams, self.s.config.seq_len)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _stopping(self, stop: StopRequest, started: float, first_step: int) -> bool:
+        """Steps run out on every rank at once; a signal (any rank) or the time budget (rank 0's clock)
+        is sent in the next exchange, after which every rank stops."""
+        if self.s.steps is not None and self.state.step >= self.s.steps:
+            return True
+        if stop.signal is not None:
+            self.pending[SIGNAL] = stop.signal
+        if self.root and self._budget_spent(started, first_step):
+            self.pending[BUDGET_SPENT] = 1
+        if self.agreed_signal is not None:
+            stop.signal = self.agreed_signal
+        return self.agreed_signal is not None or self.agreed_budget_spent
+
+    def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
+        if os.environ.get(FAIL_AT_ENV) == f"{self.rank}:{step}":
+            raise RuntimeError(f"{FAIL_AT_ENV} asked rank {self.rank} to fail at step {step}")
+        p0, p1 = self.share
+        row = np.zeros(self.width, dtype=np.int64)
+        row[CONTROL_WORDS : CONTROL_WORDS + 2 * (p1 - p0)] = self.engine.evaluate_pairs(
+            self.run_seed, step, windows, p0, p1)
+        row[:CONTROL_WORDS] = self.pending
+        table = np.empty((self.size, self.width), dtype=np.int64)
+        started = time.monotonic()
+        self._wait(self.comm.Iallgather(row, table), self._deadline(), f"the exchange of step {step}")
+        self.exchange_seconds.append(time.monotonic() - started)
+        losses = np.concatenate([table[r, CONTROL_WORDS : CONTROL_WORDS + 2 * (b - a)]
+                                 for r, (a, b) in enumerate(self.shares)])
+        signals = table[:, SIGNAL][table[:, SIGNAL] > 0]
+        if signals.size and self.agreed_signal is None:
+            self.agreed_signal = int(signals[0])
+            if self.root:
+                who = [r for r in range(self.size) if table[r, SIGNAL]]
+                self.say(f"stop requested on rank{'s' if len(who) > 1 else ''} {', '.join(map(str, who))}: "
+                         f"every rank stops after step {step + 1}")
+        self.agreed_budget_spent |= bool(table[0, BUDGET_SPENT])
+        self.agreed_cooldown = int(table[0, COOLDOWN_TOTAL])
+        return self.engine.apply_update(self.run_seed, step, windows, losses)
+
+    def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
+        """Rank 0 estimates the cooldown from its clock and sends it; every rank adopts it on arrival."""
+        if self.cooldown_adopted:
+            return
+        if self.agreed_cooldown:
+            self._adopt_cooldown(self.agreed_cooldown, *self.cooldown_basis)
+            self.cooldown_adopted = True
+            self.pending[COOLDOWN_TOTAL] = 0
+        elif self.root and not self.pending[COOLDOWN_TOTAL]:
+            estimate = self._cooldown_estimate(started, first_step)
+            if estimate is not None:
+                self.pending[COOLDOWN_TOTAL], self.cooldown_basis = estimate[0], estimate[1:]
+
+    def _evaluate(self) -> None:
+        self.slow_boundary = True
+        if self.root:
+            super()._evaluate()
+        else:
+            self.state.val_step = self.state.step
+
+    def _sample(self) -> bytes:
+        self.slow_boundary = True
+        return super()._sample() if self.root else b""
+
+    def _save(self, final: bool = False) -> None:
+        """Gather every rank's members' state on rank 0, check that all weights agree, then rank 0 saves."""
+        self.slow_boundary = True
+        self._gather_state()
+        digest = hashlib.sha256(self.engine.weights.tobytes() + self.engine.vote_memory.tobytes()).digest()
+        digests = np.empty((self.size, len(digest)), dtype=np.uint8)
+        self._wait(self.comm.Iallgather(np.frombuffer(digest, dtype=np.uint8), digests), self._slow_timeout,
+                   "the weight check before a checkpoint")
+        differ = [r for r in range(self.size) if bytes(digests[r]) != bytes(digests[0])]
+        if differ:
+            raise DistributedRefusal(f"the weights of rank(s) {', '.join(map(str, differ))} differ from rank 0's at "
+                                     f"step {self.state.step}: no checkpoint written; resume from the last one")
+        if self.root:
+            super()._save(final)
+        else:
+            self.state.interval_losses = []
+
+    @property
+    def _slow_timeout(self) -> float:
+        return self.timeout * SLOW_BOUNDARY_FACTOR
+
+    def _gather_state(self) -> None:
+        """Rank 0's population state gets every rank's share (members 2*p0 .. 2*p1-1 of rank r)."""
+        per_member = self.engine.state_size_per_member()
+        counts = [2 * (p1 - p0) * per_member for p0, p1 in self.shares]
+        offsets = [2 * p0 * per_member for p0, _ in self.shares]
+        mine = self.engine.state[offsets[self.rank] : offsets[self.rank] + counts[self.rank]]
+        byte = self.mpi.SIGNED_CHAR
+        if self.root:
+            request = self.comm.Igatherv(self.mpi.IN_PLACE, [self.engine.state, counts, offsets, byte], root=0)
+        else:
+            request = self.comm.Igatherv([mine, byte], None, root=0)
+        self._wait(request, self._slow_timeout, "gathering the members' state for a checkpoint")
+
+    def _record(self, status: str, seconds: float, steps_done: int) -> None:
+        if self.root:
+            if self.exchange_seconds:
+                mean_us = 1e6 * float(np.mean(self.exchange_seconds))
+                self.log.write(f"distributed: mean exchange wait {mean_us:.0f} us over {len(self.exchange_seconds)} "
+                               "steps")
+            super()._record(status, seconds, steps_done)
+
