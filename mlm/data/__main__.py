@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mlm.click_types import FiniteFloatRange
 from mlm.data.harvest import (
     DEFAULT_INCLUDE,
     DEFAULT_MAX_FILE_BYTES,
@@ -64,14 +65,14 @@ def cli() -> None:
 )
 @click.option(
     "--val-fraction",
-    type=float,
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     default=DEFAULT_VAL_FRACTION,
     show_default=True,
     help="Share of files held out for validation, chosen by a hash of the path.",
 )
 @click.option(
     "--max-file-bytes",
-    type=int,
+    type=click.IntRange(1),
     default=DEFAULT_MAX_FILE_BYTES,
     show_default=True,
     help="Skip files larger than this.",
