@@ -253,9 +253,6 @@ def decode(
     if hashlib.sha256(memoryview(data)[:-DIGEST_SIZE]).digest() != data[-DIGEST_SIZE:]:
         raise _damage_error(data, header_end, source)
     _check_version(version, source)
-    if header_end + DIGEST_SIZE > len(data):
-        raise CheckpointError(source, "truncated", _DAMAGED_FIX,
-                              f"header of {header_len} bytes does not fit in {len(data)} bytes")
     header = _parse_header(data[PREFIX.size:header_end], source)
     n_weights, n_state = header["n_weights"], header["n_state"]
     array_bytes = len(data) - header_end - DIGEST_SIZE
@@ -294,6 +291,9 @@ def _check_version(version: int, source: Path | str) -> None:
 
 def _damage_error(data: bytes, header_end: int, source: Path | str) -> CheckpointError:
     """Tell a truncated file (its header promises more bytes than exist) from other damage."""
+    if header_end + DIGEST_SIZE > len(data):
+        return CheckpointError(source, "truncated", _DAMAGED_FIX,
+                               f"header of {header_end - PREFIX.size} bytes does not fit in {len(data)} bytes")
     try:
         header = json.loads(data[PREFIX.size:header_end])
         wanted = header_end + int(header["n_weights"]) + int(header["n_state"]) + DIGEST_SIZE
