@@ -691,6 +691,16 @@ class RunDir:
         _fsync_directory(self.path)
         return archive
 
+    def remove_if_unused(self) -> None:
+        """Remove the directory if it holds nothing but a log and lock files (a start that failed)."""
+        if not self.path.is_dir() or self.has_checkpoints():
+            return
+        for name in (LOG_NAME, LOCK_NAME, LOCK_OWNER_NAME):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()  # fails, harmlessly, if anything else is in it
+
     def _new_archive_folder(self) -> Path:
         """Create a fresh dated folder; a suffix keeps two archives within one second apart."""
         stamp = time.strftime("%Y%m%d-%H%M%S")

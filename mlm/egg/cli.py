@@ -255,7 +255,9 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
     check_results_file(results)
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     run_data = checkpoint.extra.get("data_path")
-    text = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes)
+    text = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes, checkpoint.extra.get("data_sha256"))
+    if text.warning:
+        click.echo(text.warning, err=True)
     parts = score_parts(checkpoint, text, threads) if breakdown else None
     result = parts.result if parts else evaluate(checkpoint, text, threads)
     append_result(results, ResultRow(

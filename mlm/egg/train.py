@@ -154,6 +154,8 @@ class Trainer:
         self.saves = Cadence(settings.save_every, None if settings.save_every else settings.save_seconds)
         self.progress = Cadence(settings.print_every, PROGRESS_SECONDS)
         self.first_step = 0
+        #: Set once setup is done: an error before it is a failed start.
+        self.started = False
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -315,6 +317,7 @@ class Trainer:
             started, first_step = time.monotonic(), self.state.step
             self.first_step = first_step
             status, code = "ok", 0
+            self.started = True
             self._start_display()
             self.saves.mark()
             self.progress.mark()
@@ -490,6 +493,16 @@ def versus_baselines(value: float, baselines: dict[int, float]) -> str:
 
 
 def train(settings: TrainSettings) -> int:
-    """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
-    return Trainer(settings).run()
+    """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM).
+
+    A start that fails in a run directory it created leaves nothing behind (the error is on the terminal).
+    """
+    created = not settings.run_dir.exists()
+    trainer = Trainer(settings)
+    try:
+        return trainer.run()
+    except MlmError:
+        if created and not trainer.started:
+            trainer.run_dir.remove_if_unused()
+        raise
 
