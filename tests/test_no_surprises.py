@@ -23,10 +23,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import cli_env, headered_corpus, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import cli_env, headered_corpus, run_cli
 from mlm.egg import cli
 from mlm.egg.checkpoint import MAX_CREATED, Checkpoint, CheckpointError, decode, encode, read_checkpoint
 from mlm.egg.config import preset
