@@ -347,7 +347,7 @@ def test_the_first_step_is_reported_at_once_and_the_end_summarised(workdir: Path
     assert "4,096 population-tokens per step" in text
     assert re.search(r"^step 1 \| loss [\d.]+ bits/byte .* s/step", text, re.M), text
     assert "finished: 12 steps in" in text and "now at step 12" in text
-    assert re.search(r"val_bpb +[\d.]+ at step 12, (below|above) ", text), text
+    assert re.search(r"val_bpb +[\d.]+ at step 12 on the first 2,048 validation bytes, (below|above) ", text), text
     assert re.search(r"best +val_bpb [\d.]+", text) and "baselines   unigram" in text
     assert "checkpoints R/" in text and "python -m mlm.egg sample --run-dir R --ckpt best" in text
 

@@ -456,8 +456,9 @@ class Trainer:
         if st.last_train_loss is not None:
             lines.append(f"  train loss  {st.last_train_loss:.4f} bits/byte (mean of the last steps)")
         if st.last_val is not None:
-            lines.append(f"  val_bpb     {st.last_val:.4f} at step {st.val_step or st.step:,}"
-                         f"{versus_baselines(st.last_val, self.baselines)}")
+            lines.append(f"  val_bpb     {st.last_val:.4f} at step {st.val_step or st.step:,} on the first "
+                         f"{min(self.s.eval_bytes, self.corpus.val_bytes):,} validation bytes"
+                         f"{versus_baselines(st.last_val, self.baselines)} (eval scores them all)")
         if st.best is not None:
             lines.append(f"  best        {self.tracked_name} {st.best:.4f}")
         if self.baseline_text:
