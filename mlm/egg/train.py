@@ -454,7 +454,7 @@ class Trainer:
         how = f"stopped by {signal.Signals(signum).name}" if signum is not None else "finished"
         lines = [f"{how}: {steps_done:,} steps in {seconds:.1f} s, now at step {st.step:,}"]
         if st.last_train_loss is not None:
-            lines.append(f"  train loss  {st.last_train_loss:.4f} bits/byte (mean of the last steps)")
+            lines.append(f"  train loss  {st.last_train_loss:.4f} bits/byte (mean of the last checkpoint interval)")
         if st.last_val is not None:
             lines.append(f"  val_bpb     {st.last_val:.4f} at step {st.val_step or st.step:,} on the first "
                          f"{min(self.s.eval_bytes, self.corpus.val_bytes):,} validation bytes"
