@@ -101,10 +101,15 @@ def test_a_slot_of_another_run_is_reported_and_never_resumed(workdir: Path) -> N
     assert (latest["step"], latest["weights_sha256"]) == (10, clean["weights_sha256"])
 
 
-def test_steps_below_the_checkpoint_are_an_error_not_a_silent_no_op(workdir: Path) -> None:
-    run_cli(*TINY, "--steps", "10", "--run-dir", "R", cwd=workdir, check=True)
-    one_line_error(run_cli(*TINY, "--steps", "5", "--run-dir", "R", cwd=workdir),
-                   "--steps 5 is below the step the run in R has reached (10)")
+def test_steps_the_run_has_passed_say_so_instead_of_a_silent_no_op(workdir: Path) -> None:
+    run_cli(*TINY, "--steps", "10", "--run-dir", "R", "--results", "r.tsv", cwd=workdir, check=True)
+    before = {p.name: p.read_bytes() for p in (workdir / "R").glob("egg.ckpt.*")}
+    for steps in ("5", "10"):
+        result = run_cli(*TINY, "--steps", steps, "--run-dir", "R", "--results", "r.tsv", cwd=workdir, check=True)
+        assert (f"nothing to train: the run in R is at step 10, which --steps {steps} does not pass; give a "
+                "larger --steps") in result.stdout.decode()
+    assert {p.name: p.read_bytes() for p in (workdir / "R").glob("egg.ckpt.*")} == before
+    assert len((workdir / "r.tsv").read_text().splitlines()) == 2, "no results row for a run that did nothing"
 
 
 # -- one corpus per run, and the README walk-through -------------------------------------------
@@ -370,7 +375,11 @@ def test_help_shows_preset_values_and_every_option_is_explained(tmp_path: Path) 
     flat = " ".join(train_help.split())
     assert "--hidden INTEGER RANGE Model width (multiple of 16). [presets: tiny 32, small 64, reference 512]" in flat
     assert "[presets: tiny 4, small 4, reference 4]" in flat  # --threshold-z, in vote spreads
-    for command in (cli.train, cli.sample, cli.eval_command, cli.judge, cli.ckpt_list, cli.ckpt_show, cli.export):
+    def commands(group: click.Group):
+        for command in group.commands.values():
+            yield from commands(command) if isinstance(command, click.Group) else [command]
+
+    for command in commands(cli.main):
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":
                 assert param.help, f"{command.name} {param.opts} has no help text"

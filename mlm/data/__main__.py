@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from mlm.click_types import FiniteFloatRange
 from mlm.data.harvest import (
     DEFAULT_INCLUDE,
     DEFAULT_MAX_FILE_BYTES,
@@ -65,7 +64,7 @@ def cli() -> None:
 )
 @click.option(
     "--val-fraction",
-    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+    type=float,  # check_fraction says what is wrong with it, NaN included
     default=DEFAULT_VAL_FRACTION,
     show_default=True,
     help="Share of files held out for validation, chosen by a hash of the path.",

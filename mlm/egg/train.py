@@ -221,9 +221,6 @@ class Trainer:
         if conflicts:
             raise MlmError(f"settings contradict the checkpoint in {s.run_dir}: {'; '.join(conflicts)}"
                            " — drop those flags to resume, or start a new run with --fresh or another --run-dir")
-        if s.steps is not None and s.steps < ckpt.step:
-            raise MlmError(f"--steps {s.steps} is below the step the run in {s.run_dir} has reached ({ckpt.step}): "
-                           "give a larger --steps to continue it, or start a new run with --fresh or another --run-dir")
         self._check_same_data(ckpt)
         self.s.config = ckpt.config
         self.run_seed = ckpt.run_seed
@@ -241,8 +238,6 @@ class Trainer:
             self.say(f"note: this run cooled down for its end at step {cfg.cooldown_end}; past it weights move "
                      "only at the ceiling threshold: start a new run (--fresh or another --run-dir) to train "
                      "longer with a cooldown")
-        if s.steps is not None and s.steps == ckpt.step:
-            self.say(f"the run already reached --steps {s.steps}: nothing to train (give a larger --steps to continue)")
         if ckpt.best_metric_name != self.tracked_name:
             self._restart_best(ckpt.best_metric_name)
 
@@ -311,6 +306,12 @@ class Trainer:
         check_results_file(self.s.results)
         with self.run_dir.lock():
             self._setup()
+            if self.s.steps is not None and self.state.step >= self.s.steps:
+                # Not silent, and no results row: nothing ran.
+                self.say(f"nothing to train: the run in {self.s.run_dir} is at step {self.state.step:,}, which "
+                         f"--steps {self.s.steps:,} does not pass; give a larger --steps to continue it, or start "
+                         "a new run with --fresh or another --run-dir")
+                return 0
             cfg = self.s.config
             self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads} | "
                      f"{cfg.population * cfg.seq_len:,} population-tokens per step")
