@@ -54,6 +54,10 @@ def ckpt_json(path: Path, cwd: Path) -> dict:
     return json.loads(run_cli("ckpt", "show", str(path), "--json", cwd=cwd, check=True).stdout)
 
 
+def load(path: Path) -> Checkpoint:
+    return read_checkpoint(path, expected_sizes)
+
+
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
 
@@ -92,13 +96,14 @@ def test_a_slot_of_another_run_is_reported_and_never_resumed(workdir: Path) -> N
     assert "resume from the latest valid slot at step 6" in resumed
     (moved,) = (workdir / "R").glob("old-*/egg.ckpt.9")
     assert moved.read_bytes() == stray, "the other run's file is kept, byte for byte"
-    own = [ckpt_json(p, workdir) for p in sorted((workdir / "R").glob("egg.ckpt.*"))]
-    assert {c["config"]["hidden"] for c in own} == {32}
+    own = [load(p) for p in sorted((workdir / "R").glob("egg.ckpt.*"))]
+    assert {c.config.hidden for c in own} == {32}
     # Bit for bit the run that was never disturbed.
     run_cli(*TINY, "--steps", "10", "--save-every", "2", "--run-dir", "CLEAN", cwd=workdir, check=True)
-    latest = max(own, key=lambda c: c["step"])
-    clean = max((ckpt_json(p, workdir) for p in (workdir / "CLEAN").glob("egg.ckpt.[0-9]")), key=lambda c: c["step"])
-    assert (latest["step"], latest["weights_sha256"]) == (10, clean["weights_sha256"])
+    latest = max(own, key=lambda c: c.step)
+    clean = max((load(p) for p in (workdir / "CLEAN").glob("egg.ckpt.[0-9]")), key=lambda c: c.step)
+    assert latest.step == clean.step == 10
+    assert (latest.weights_sha256(), latest.state_sha256()) == (clean.weights_sha256(), clean.state_sha256())
 
 
 def test_steps_the_run_has_passed_say_so_instead_of_a_silent_no_op(workdir: Path) -> None:
@@ -330,7 +335,7 @@ def test_eval_warns_when_the_data_file_changed(trained: Path) -> None:
 
 
 def ring(run_dir: Path) -> list[int]:
-    return sorted(ckpt_json(p, run_dir.parent)["step"] for p in run_dir.glob("egg.ckpt.[0-9]"))
+    return sorted(load(p).step for p in run_dir.glob("egg.ckpt.[0-9]"))
 
 
 def test_checkpoints_follow_the_clock_unless_save_every_is_given(workdir: Path) -> None:
