@@ -21,7 +21,8 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 
 def test_train_then_sample_is_deterministic(workdir: Path) -> None:
-    run_cli("train", "--preset", "tiny", "--steps", "20", "--run-dir", "R", cwd=workdir, check=True)
+    run_cli("train", "--preset", "tiny", "--steps", "20", "--save-every", "10", "--run-dir", "R", cwd=workdir,
+            check=True)
     run_dir = workdir / "R"
     assert (run_dir / "egg.ckpt.best").exists()
     assert (run_dir / "egg.ckpt.0").exists() and (run_dir / "egg.ckpt.1").exists()

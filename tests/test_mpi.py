@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from mlm.egg.distributed import CONTROL_WORDS
+
 pytest.importorskip("mpi4py")
 
 MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).parent / "mpiexec")
@@ -126,9 +128,21 @@ def test_rank_0s_clock_ends_a_time_budget_and_fixes_the_cooldown_for_every_rank(
     assert step > start, "no checkpoint after the cooldown began: the weight check would prove nothing"
 
 
+def test_checkpoints_by_the_clock_are_taken_by_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """Saving gathers every rank's state: the clock that makes a checkpoint due is rank 0's, sent in the
+    exchange, so ranks whose clocks disagree still save together (else the job would stall in the gather)."""
+    steps = ("--steps", "60", "--save-seconds", "0.02", "--eval-every", "0", "--sample-every", "0")
+    assert run(train_command(tmp_path / "whole", *steps, "--distributed", "off")).returncode == 0
+    result = run(mpi(3, train_command(tmp_path / "run", *steps)), env={"MLM_MPI_TIMEOUT": "5"})
+    assert result.returncode == 0, result.stderr
+    assert hashes(tmp_path / "run") == hashes(tmp_path / "whole")
+    saves = (tmp_path / "run" / "training.log").read_text().count("checkpoint step")
+    assert saves >= 3, f"only {saves} checkpoints: the clock never made one due mid-run"
+
+
 def long_run(run_dir: Path) -> list[str]:
-    return train_command(run_dir, "--steps", "1500", "--print-every", "100", "--sample-every", "0",
-                         "--eval-every", "0")
+    return train_command(run_dir, "--steps", "1500", "--print-every", "100", "--save-every", "100",
+                         "--sample-every", "0", "--eval-every", "0")
 
 
 @needs_proc
@@ -269,5 +283,6 @@ def test_bench_mpi_reports_the_exchange_and_a_model(tmp_path: Path) -> None:
     assert report["waiting_cpu"]["polled"] < report["waiting_cpu"]["blocking"]
     model = report["model"]["ranks"]
     assert model["1"]["efficiency"] == pytest.approx(1.0)
-    assert model["2"]["bytes_per_step"] == 2 * (3 + 2 * 32) * 8
+    # Two ranks send their control words and the losses of their 32 of tiny's 64 members, 8 bytes each.
+    assert model["2"]["bytes_per_step"] == 2 * (CONTROL_WORDS + 2 * 32) * 8
     assert 1 > model["2"]["efficiency"] > model["16"]["efficiency"] > 0

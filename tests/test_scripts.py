@@ -39,7 +39,8 @@ def test_fixed_steps_names_an_unknown_setting(workdir: Path) -> None:
 
 
 def test_vote_snr_measures_votes_without_moving_weights(workdir: Path) -> None:
-    run_cli("train", "--preset", "tiny", "--steps", "20", "--run-dir", "R", cwd=workdir, check=True)
+    run_cli("train", "--preset", "tiny", "--steps", "20", "--save-every", "10", "--run-dir", "R", cwd=workdir,
+            check=True)
     out = run_script("vote_snr.py", "R/egg.ckpt.1", "--data", "input.txt", "--steps", "8", cwd=workdir).stdout
     assert out.startswith("step 20, 8 steps of votes")
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}

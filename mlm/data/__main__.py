@@ -64,14 +64,14 @@ def cli() -> None:
 )
 @click.option(
     "--val-fraction",
-    type=float,
+    type=float,  # check_fraction says what is wrong with it, NaN included
     default=DEFAULT_VAL_FRACTION,
     show_default=True,
     help="Share of files held out for validation, chosen by a hash of the path.",
 )
 @click.option(
     "--max-file-bytes",
-    type=int,
+    type=click.IntRange(1),
     default=DEFAULT_MAX_FILE_BYTES,
     show_default=True,
     help="Skip files larger than this.",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import click
 import numpy as np
 
+from mlm.click_types import THREADS, FiniteFloatRange
 from mlm.egg import reference as ref
 from mlm.egg.config import PRESETS, ModelConfig
 from mlm.egg.config import preset as preset_config
@@ -258,9 +259,9 @@ def format_report(r: dict) -> str:
 @click.command("bench")
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="reference",
               show_default=True, help="Model configuration to time.")
-@click.option("--seconds", type=float, default=20.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(0, None, min_open=True), default=20.0, show_default=True,
               help="Time budget per schedule (at least one whole step runs).")
-@click.option("--threads", type=int, default=lambda: os.cpu_count() or 1, show_default="all cores",
+@click.option("--threads", type=THREADS, default=lambda: os.cpu_count() or 1, show_default="all cores",
               help="Worker threads.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="both", show_default=True,
               help="batched: population GEMMs; member: one member at a time (SIMD dot products).")

@@ -13,7 +13,9 @@ over the whole file, so a damaged file is reported and never silently used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -47,6 +49,15 @@ METRIC_KEYS = ("train_loss", "val_bpb", "best_metric")
 #: The fields of :class:`Checkpoint` stored in the JSON header (besides the array sizes).
 HEADER_KEYS = ("config", "step", "run_seed", "data_cursor", "metrics", "best_metric_name", "created", "extra")
 BEST_METRIC_NAMES = ("val_bpb", "train_loss")
+#: Bits per byte can never exceed this: the loss of a byte is at most log2(256) + 2 * 127/16 < 24.
+MAX_BITS_PER_BYTE = 24.0
+#: ``created`` is a unix time between 1970 and the year 9999 (what time.localtime can show).
+MAX_CREATED = 253402300799.0
+#: ``extra`` entries the readers use, with their type.
+EXTRA_TYPES = {"data_sha256": str, "data_path": str}
+#: Configuration fields a run fixes by itself while it runs (a time-budgeted run fixes its cooldown after
+#: its first steps): files of one run may differ in them, so they are no part of the run's identity.
+SCHEDULE_FIELDS = ("cooldown_start", "cooldown_end")
 RING_SIZE = 10
 SLOT_PREFIX = "egg.ckpt."
 BEST_NAME = "egg.ckpt.best"
@@ -120,11 +131,19 @@ class Checkpoint:
                              f"(got {self.best_metric_name!r})")
         if isinstance(self.created, bool) or not isinstance(self.created, (int, float)):
             raise TypeError("created must be a unix time in seconds")
-        if not math.isfinite(self.created):
-            raise ValueError(f"created must be finite (got {self.created!r})")
+        if not (math.isfinite(self.created) and 0 <= self.created <= MAX_CREATED):
+            raise ValueError(f"created must be a unix time between 1970 and 9999 (got {self.created!r})")
         self.created = float(self.created)
         if not isinstance(self.extra, dict):
             raise TypeError("extra must be a dict")
+        for key, kind in EXTRA_TYPES.items():
+            if key in self.extra and not isinstance(self.extra[key], kind):
+                raise TypeError(f"extra {key} must be a {kind.__name__} (got {self.extra[key]!r})")
+
+    @property
+    def identity(self) -> tuple:
+        """What makes two files the same run: the configuration (but for SCHEDULE_FIELDS) and the run seed."""
+        return run_identity(self.config, self.run_seed)
 
     def __eq__(self, other: object) -> bool:
         """Equal when every field is equal, arrays compared element by element."""
@@ -167,7 +186,20 @@ def _metric_value(name: str, value: object) -> float | None:
         raise TypeError(f"metric {name} must be a number or None (got {value!r})")
     if not math.isfinite(value):
         raise ValueError(f"metric {name} must be finite (got {value!r})")
+    if not 0 <= value <= MAX_BITS_PER_BYTE:
+        raise ValueError(f"metric {name} must be between 0 and {MAX_BITS_PER_BYTE:g} bits per byte (got {value!r})")
     return float(value)
+
+
+def run_identity(config: ModelConfig, run_seed: int) -> tuple:
+    """See :attr:`Checkpoint.identity`."""
+    return tuple((k, v) for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS) + (("run_seed", run_seed),)
+
+
+def identity_difference(mine: tuple, theirs: tuple) -> str:
+    """The fields in which two run identities differ: ``hidden 64 (run: 32), run_seed 2 (run: 1)``."""
+    ours = dict(theirs)
+    return ", ".join(f"{k} {v} (run: {ours.get(k)})" for k, v in mine if ours.get(k) != v)
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -214,10 +246,13 @@ def decode(
     ``expected_sizes(config) -> (n_weights, n_state)`` lets the caller (who knows the C core's
     layout) reject a checkpoint whose arrays do not fit the model its configuration describes.
     """
-    header_len = _check_prefix(data, source)
+    # Checksum first: a flipped bit in the version field is damage, not a file from a newer mlm.
+    _check_magic(data, source)
+    _, version, header_len = PREFIX.unpack_from(data)
     header_end = PREFIX.size + header_len
     if hashlib.sha256(memoryview(data)[:-DIGEST_SIZE]).digest() != data[-DIGEST_SIZE:]:
         raise _damage_error(data, header_end, source)
+    _check_version(version, source)
     header = _parse_header(data[PREFIX.size:header_end], source)
     n_weights, n_state = header["n_weights"], header["n_state"]
     array_bytes = len(data) - header_end - DIGEST_SIZE
@@ -237,26 +272,28 @@ def decode(
     return ckpt
 
 
-def _check_prefix(data: bytes, source: Path | str) -> int:
-    """Check magic, version and that the header fits; return the header length."""
+def _check_magic(data: bytes, source: Path | str) -> None:
+    """Check the magic and that the file can hold a prefix and a checksum."""
     if data[:len(MAGIC)] != MAGIC[:len(data)]:
         raise CheckpointError(source, "wrong magic", "this is not an mlm checkpoint file")
-    if len(data) < PREFIX.size:
+    if len(data) < PREFIX.size + DIGEST_SIZE:
         raise CheckpointError(source, "truncated", _DAMAGED_FIX, f"only {len(data)} bytes")
-    _, version, header_len = PREFIX.unpack_from(data)
+
+
+def _check_version(version: int, source: Path | str) -> None:
+    """Only after the checksum passed: a version this mlm cannot read."""
     if version > FORMAT_VERSION:
         raise CheckpointError(source, f"format version {version} is newer than this mlm ({FORMAT_VERSION})",
                               "it was written by a newer mlm: upgrade mlm (pip install -U mlm) to read it")
     if version != FORMAT_VERSION:
         raise CheckpointError(source, f"unknown format version {version}", _DAMAGED_FIX)
-    if PREFIX.size + header_len + DIGEST_SIZE > len(data):
-        raise CheckpointError(source, "truncated", _DAMAGED_FIX,
-                              f"header of {header_len} bytes does not fit in {len(data)} bytes")
-    return header_len
 
 
 def _damage_error(data: bytes, header_end: int, source: Path | str) -> CheckpointError:
     """Tell a truncated file (its header promises more bytes than exist) from other damage."""
+    if header_end + DIGEST_SIZE > len(data):
+        return CheckpointError(source, "truncated", _DAMAGED_FIX,
+                               f"header of {header_end - PREFIX.size} bytes does not fit in {len(data)} bytes")
     try:
         header = json.loads(data[PREFIX.size:header_end])
         wanted = header_end + int(header["n_weights"]) + int(header["n_state"]) + DIGEST_SIZE
@@ -344,7 +381,7 @@ def read_checkpoint(path: Path | str, expected_sizes: ExpectedSizes | None = Non
             # Check the magic before reading a possibly huge file that is not a checkpoint at all.
             head = file.read(len(MAGIC))
             if head != MAGIC:
-                _check_prefix(head, path)  # raises "wrong magic" or "truncated"
+                _check_magic(head, path)  # raises "wrong magic" or "truncated"
             data = head + file.read()
     except FileNotFoundError:
         raise CheckpointError(path, "missing", "check the path, or use --ckpt latest") from None
@@ -447,6 +484,11 @@ class SlotInfo:
     val_bpb: float | None = None
     best_metric: float | None = None
     best_metric_name: str | None = None
+    #: The run the file belongs to (see :attr:`Checkpoint.identity`).
+    identity: tuple | None = None
+    #: Set by :meth:`RunDir.scan` when the file is valid but belongs to another run than the directory's:
+    #: the fields that differ. Such a file is never resumed.
+    other_run: str | None = None
 
 
 class RunDir:
@@ -475,10 +517,28 @@ class RunDir:
     # -- reading ------------------------------------------------------------------------------
 
     def scan(self) -> list[SlotInfo]:
-        """Read and verify every slot and the best file; also refreshes ``problems``."""
+        """Read and verify every slot and the best file, marking files of another run; refreshes ``problems``.
+
+        The directory's run is the one most of its valid files (ring and best) belong to, ties going
+        to the run with the highest step: one stray file of another model, even at a higher step,
+        is then never taken for the run, while a run that replaced another one slot by slot still
+        wins once it holds most of the ring.
+        """
         infos = [self._inspect(slot, path) for slot, path in self._all_paths()]
         self.problems = [info for info in infos if info.exists and not info.valid]
-        return infos
+        valid = [info for info in infos if info.valid]
+        if not valid:
+            return infos
+        votes = collections.Counter(info.identity for info in valid)
+        newest = {identity: max(_recency(i) for i in valid if i.identity == identity) for identity in votes}
+        own = max(votes, key=lambda identity: (votes[identity], newest[identity]))
+        return [info if not info.valid or info.identity == own
+                else dataclasses.replace(info, other_run=identity_difference(info.identity, own)) for info in infos]
+
+    def other_runs(self, ckpt: Checkpoint) -> list[SlotInfo]:
+        """Valid files that belong to another run than ``ckpt``, each with ``other_run`` naming the difference."""
+        return [dataclasses.replace(info, other_run=identity_difference(info.identity, ckpt.identity))
+                for info in self.scan() if info.valid and info.identity != ckpt.identity]
 
     def _inspect(self, slot: int | None, path: Path) -> SlotInfo:
         if not path.exists():
@@ -491,6 +551,7 @@ class RunDir:
             path.name, path, slot, exists=True, valid=True, step=ckpt.step, created=ckpt.created,
             train_loss=ckpt.metrics["train_loss"], val_bpb=ckpt.metrics["val_bpb"],
             best_metric=ckpt.metrics["best_metric"], best_metric_name=ckpt.best_metric_name,
+            identity=ckpt.identity,
         )
 
     def has_checkpoints(self) -> bool:
@@ -498,14 +559,15 @@ class RunDir:
         return any(path.exists() for _, path in self._all_paths())
 
     def latest(self) -> Checkpoint | None:
-        """The valid ring slot with the highest step (ties: newest ``created``), damaged files skipped.
+        """The run's valid ring slot with the highest step (ties: newest ``created``), damaged files and
+        files of another run (see :meth:`scan`) skipped.
 
         When no ring slot is valid, a valid best file is returned instead, so a run whose ring is
         entirely damaged does not restart from scratch. None when nothing is usable.
         """
-        infos = self.scan()
-        ring = sorted((i for i in infos if i.valid and i.slot is not None), key=_recency, reverse=True)
-        best = [i for i in infos if i.valid and i.slot is None]
+        infos = [info for info in self.scan() if info.valid and info.other_run is None]
+        ring = sorted((i for i in infos if i.slot is not None), key=_recency, reverse=True)
+        best = [i for i in infos if i.slot is None]
         return self._first_readable(ring or best)
 
     def best(self) -> Checkpoint | None:
@@ -619,13 +681,25 @@ class RunDir:
         """
         newer = [info.path for info in self.scan()
                  if info.slot is not None and info.valid and info.step is not None and info.step > step]
-        if not newer:
-            return None
+        return self.archive_files(newer) if newer else None
+
+    def archive_files(self, paths: list[Path]) -> Path:
+        """Move ``paths`` (files of this directory) into a new dated folder; return the folder."""
         archive = self._new_archive_folder()
-        for path in newer:
+        for path in paths:
             os.rename(path, archive / path.name)
         _fsync_directory(self.path)
         return archive
+
+    def remove_if_unused(self) -> None:
+        """Remove the directory if it holds nothing but a log and lock files (a start that failed)."""
+        if not self.path.is_dir() or self.has_checkpoints():
+            return
+        for name in (LOG_NAME, LOCK_NAME, LOCK_OWNER_NAME):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()  # fails, harmlessly, if anything else is in it
 
     def _new_archive_folder(self) -> Path:
         """Create a fresh dated folder; a suffix keeps two archives within one second apart."""
@@ -679,7 +753,11 @@ class RunDir:
                            "choose another --run-dir") from None
         owner = self.path / LOCK_OWNER_NAME
         try:
-            owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            try:
+                owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            except OSError as error:
+                raise MlmError(f"cannot write in run directory {self.path}: {error.strerror}; free some space "
+                               "or choose another --run-dir") from None
             self._remove_temp_files()
             yield self
         finally:

@@ -7,13 +7,20 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlm import __version__
-from mlm.egg.config import MAX_MEMORY_Z_Q8, PRESETS, preset
+from mlm.click_types import SEED, FiniteFloatRange
+from mlm.click_types import THREADS as THREADS_TYPE
+from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
+from mlm.egg.config import HIDDEN_MULTIPLE, MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, PRESETS, preset
 from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
+
+if TYPE_CHECKING:
+    from mlm.egg.train import TrainSettings
 
 RUN_DIR = click.option("--run-dir", type=click.Path(path_type=Path), default=Path("egg-run"),
                        show_default=True, help="Run directory holding checkpoints and training.log.")
@@ -26,6 +33,11 @@ DEFAULT_TIME_BUDGET = 180.0
 
 def default_threads() -> int:
     return os.cpu_count() or 1
+
+
+THREADS = click.option("--threads", type=THREADS_TYPE, default=default_threads,
+                       show_default="all cores", help="Worker threads, 1 to the number of cores "
+                       "(results do not depend on it).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,58 +53,91 @@ def main() -> None:
     """
 
 
+def preset_values(field: str, scale: float = 1) -> str:
+    """The presets' values of one configuration field, for --help: ``[presets: small 64, tiny 32, ...]``."""
+    values = ", ".join(f"{name} {getattr(config, field) / scale:g}" for name, config in PRESETS.items())
+    return f"[presets: {values}]"
+
+
+def size_option(flag: str, kind: click.ParamType, text: str, field: str | None = None, scale: float = 1):
+    """A configuration flag whose help ends with the presets' values of ``field`` (default: the flag's name)."""
+    field = field or flag[2:].replace("-", "_")
+    return click.option(flag, type=kind, help=f"{text} {preset_values(field, scale)}")
+
+
+#: Caps that keep a number within what the run can ever use (steps fit the checkpoint's int64 field).
+MAX_STEPS = 2**63 - 1
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+INT32 = 2**31 - 1
+
+
 @main.command()
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Training corpus [default: ./input.txt, else the bundled Three.js sample].")
 @RUN_DIR
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="small", show_default=True,
-              help="Model size and algorithm settings; flags below override it.")
-@click.option("--hidden", type=int, help="Model width (multiple of 16).")
-@click.option("--layers", type=int, help="Number of GRU+MLP blocks.")
-@click.option("--seq-len", type=int, help="Bytes per member per step.")
-@click.option("--population", type=int, help="Members per step (even: +/- pairs).")
-@click.option("--streams", type=int, help="Distinct data windows per step.")
-@click.option("--noise-bits", type=int, help="Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
-@click.option("--noise-shift", type=int, help="Perturbation scale: A*B >> noise-shift.")
-@click.option("--shift-base", type=int, help="Matmul output shift: shift-base + floor(log2(inputs)/2).")
-@click.option("--threshold-z", type=float,
-              help="A weight moves when its vote (with vote memory: its summed votes) passes z vote spreads.")
-@click.option("--vote-memory", type=click.IntRange(0, 1),
-              help="1: votes add up across steps in a per-weight memory; 0: each step's vote alone.")
-@click.option("--fitness-levels", type=int, help="Pair fitness: sign of the loss difference times 1..levels by "
-                                                  "the rank of its size (1 = sign only).")
-@click.option("--sparse-embedding-votes", type=click.IntRange(0, 1),
-              help="1: only pairs whose window holds a byte vote on its embedding row.")
-@click.option("--z-growth", type=int, help="The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.")
-@click.option("--alpha-decay", type=int, help="Updated fraction D/(t+D); 0 = no decay.")
-@click.option("--max-z", type=click.FloatRange(0, MAX_MEMORY_Z_Q8 / 256),
-              help="Ceiling of the growing threshold, in vote spreads [preset: 16].")
-@click.option("--weight-decay", type=click.FloatRange(0, 1),
-              help="With vote memory: a matrix weight w pulls its memory towards 0 by w * this / 256 vote spreads "
-                   "per step [preset: 0].")
-@click.option("--vector-z", type=click.FloatRange(1 / 256, 16),
-              help="Threshold of norm and bias vectors as a multiple of the matrices' [preset: 1].")
-@click.option("--cooldown", type=click.FloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
+              help="Model size and algorithm settings; flags below override it. Resuming, a --preset given "
+                   "explicitly must match the checkpoint.")
+@size_option("--hidden", click.IntRange(HIDDEN_MULTIPLE, 4096), "Model width (multiple of 16).")
+@size_option("--layers", click.IntRange(1, 64), "Number of GRU+MLP blocks.")
+@size_option("--seq-len", click.IntRange(1, INT32), "Bytes per member per step.")
+@size_option("--population", click.IntRange(2, 65536), "Members per step (even: +/- pairs).")
+@size_option("--streams", click.IntRange(1, 32768), "Distinct data windows per step.")
+@size_option("--noise-bits", click.IntRange(1, 4),
+             "Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
+@size_option("--noise-shift", click.IntRange(0, 16), "Perturbation scale: A*B >> noise-shift.")
+@size_option("--shift-base", click.IntRange(0, 16),
+             "Matmul output shift: shift-base + floor(log2(inputs)/2).")
+@size_option("--threshold-z", FiniteFloatRange(0, MAX_THRESHOLD_Z_Q8 / 256),
+             "A weight moves when its vote (with vote memory: its summed votes) passes z vote spreads.",
+             "threshold_z_q8", 256)
+@size_option("--vote-memory", click.IntRange(0, 1),
+             "1: votes add up across steps in a per-weight memory; 0: each step's vote alone.")
+@size_option("--fitness-levels", click.IntRange(1, 127),
+             "Pair fitness: sign of the loss difference times 1..levels by the rank of its size (1 = sign only).")
+@size_option("--sparse-embedding-votes", click.IntRange(0, 1),
+             "1: only pairs whose window holds a byte vote on its embedding row.")
+@size_option("--z-growth", click.IntRange(0, INT32),
+             "The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.", "z_growth_steps")
+@size_option("--alpha-decay", click.IntRange(0, INT32), "Updated fraction D/(t+D); 0 = no decay.",
+             "alpha_decay_steps")
+@size_option("--max-z", FiniteFloatRange(0, MAX_MEMORY_Z_Q8 / 256),
+             "Ceiling of the growing threshold, in vote spreads.", "max_z_q8", 256)
+@size_option("--weight-decay", FiniteFloatRange(0, 1),
+             "With vote memory: a matrix weight w pulls its memory towards 0 by w * this / 256 vote spreads per "
+             "step.", "weight_decay_q8", 256)
+@size_option("--vector-z", FiniteFloatRange(1 / 256, 16),
+             "Threshold of norm and bias vectors as a multiple of the matrices'.", "vector_z_q8", 256)
+@click.option("--cooldown", type=FiniteFloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
                    "under --time-budget.")
-@click.option("--threads", type=int, default=default_threads, show_default="all cores",
-              help="Worker threads (results do not depend on it).")
-@click.option("--seed", type=int, default=None, help="Run seed [default: 1].")
-@click.option("--steps", type=int, help="Stop after this many steps in total.")
-@click.option("--time-budget", type=float,
+@THREADS
+@click.option("--seed", type=SEED, default=None, help="Run seed, 0 to 2^64-1 [default: 1].")
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), help="Stop after this many steps in total.")
+@click.option("--time-budget", type=FiniteFloatRange(0, None, min_open=True),
               help=f"Stop after this many seconds of this invocation [default: {DEFAULT_TIME_BUDGET:.0f} "
                    "when --steps is not given].")
-@click.option("--print-every", type=int, default=10, show_default=True, help="Progress line interval (steps).")
-@click.option("--sample-every", type=int, default=50, show_default=True, help="Sample interval (0: never).")
-@click.option("--save-every", type=int, help="Checkpoint interval [default: --print-every].")
-@click.option("--eval-every", type=int, default=0, show_default=True,
+@click.option("--print-every", type=POSITIVE, default=10, show_default=True,
+              help="Progress line interval (steps); a line also comes at least every "
+                   f"{PROGRESS_SECONDS:.0f} s, and after the first step.")
+@click.option("--sample-every", type=NON_NEGATIVE, default=50, show_default=True, help="Sample interval (0: never).")
+@click.option("--save-every", type=POSITIVE,
+              help="Checkpoint every this many steps [default: by time, see --save-seconds].")
+@click.option("--save-seconds", type=FiniteFloatRange(0, None, min_open=True), default=SAVE_SECONDS,
+              show_default=True,
+              help="Without --save-every: checkpoint when this many seconds have passed since the last one; "
+                   "also at every evaluation, at the end and on Ctrl-C/SIGTERM.")
+@click.option("--eval-every", type=NON_NEGATIVE, default=0, show_default=True,
               help="Validation interval (0: off; best then follows training loss).")
-@click.option("--eval-bytes", type=int, default=65536, show_default=True,
+@click.option("--eval-bytes", type=click.IntRange(2, None), default=65536, show_default=True,
               help="Validation bytes scored at each evaluation.")
 @click.option("--resume", type=click.Choice(["auto", "best", "none"]), default="auto", show_default=True,
               help="auto: latest valid slot; best: egg.ckpt.best; none: refuse existing checkpoints.")
 @click.option("--fresh", is_flag=True, help="Move existing checkpoints to a dated subfolder and start over.")
+@click.option("--allow-data-change", is_flag=True,
+              help="Resume on a training file whose content differs from the checkpoint's (refused otherwise).")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True,
               help="Experiment table to append a row to.")
 @click.option("--note", default="", help="Description for the results.tsv row.")
@@ -100,40 +145,53 @@ def main() -> None:
 @click.option("--distributed", type=click.Choice(["auto", "off", "mpi"]), default="auto", show_default=True,
               help="Split each step's pairs across MPI processes (`mpiexec -n N python -m mlm.egg train`); "
                    "auto: when an MPI launcher started more than one (docs/distributed.md).")
-def train(data, run_dir, preset_name, hidden, layers, seq_len, population, streams, noise_bits, noise_shift,
-          shift_base, threshold_z, vote_memory, fitness_levels, sparse_embedding_votes, z_growth, alpha_decay,
-          max_z, weight_decay, vector_z, cooldown, threads, seed, steps, time_budget, print_every, sample_every,
-          save_every, eval_every, eval_bytes, resume, fresh, results, note, quiet, distributed) -> None:
+@click.pass_context
+def train(ctx: click.Context, **options) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
-    from mlm.egg.train import TrainSettings
     from mlm.egg.train import train as run_training
 
+    preset_given = ctx.get_parameter_source("preset_name") is not click.core.ParameterSource.DEFAULT
+    sys.exit(run_training(train_settings(options, preset_given)))
+
+
+def train_settings(options: dict, preset_given: bool) -> TrainSettings:
+    """The settings of ``train`` from its parsed options; raises MlmError for a nonsensical combination.
+
+    Everything that can be checked before training starts is checked here, so a mistake costs nothing.
+    """
+    from mlm.egg.train import TrainSettings
+
+    o = dict(options)
     explicit = {k: v for k, v in {
-        "hidden": hidden, "layers": layers, "seq_len": seq_len, "population": population, "streams": streams,
-        "noise_bits": noise_bits, "noise_shift": noise_shift, "shift_base": shift_base,
-        "alpha_decay_steps": alpha_decay, "z_growth_steps": z_growth, "vote_memory": vote_memory,
-        "fitness_levels": fitness_levels, "sparse_embedding_votes": sparse_embedding_votes,
-        "threshold_z_q8": None if threshold_z is None else round(threshold_z * 256),
-        "max_z_q8": None if max_z is None else round(max_z * 256),
-        "weight_decay_q8": None if weight_decay is None else round(weight_decay * 256),
-        "vector_z_q8": None if vector_z is None else round(vector_z * 256),
+        "hidden": o["hidden"], "layers": o["layers"], "seq_len": o["seq_len"], "population": o["population"],
+        "streams": o["streams"], "noise_bits": o["noise_bits"], "noise_shift": o["noise_shift"],
+        "shift_base": o["shift_base"], "alpha_decay_steps": o["alpha_decay"], "z_growth_steps": o["z_growth"],
+        "vote_memory": o["vote_memory"], "fitness_levels": o["fitness_levels"],
+        "sparse_embedding_votes": o["sparse_embedding_votes"],
+        "threshold_z_q8": None if o["threshold_z"] is None else round(o["threshold_z"] * 256),
+        "max_z_q8": None if o["max_z"] is None else round(o["max_z"] * 256),
+        "weight_decay_q8": None if o["weight_decay"] is None else round(o["weight_decay"] * 256),
+        "vector_z_q8": None if o["vector_z"] is None else round(o["vector_z"] * 256),
     }.items() if v is not None}
-    if threads < 1:
-        raise MlmError(f"--threads must be at least 1 (got {threads})")
-    for name, value in (("--steps", steps), ("--print-every", print_every), ("--save-every", save_every)):
-        if value is not None and value < 1:
-            raise MlmError(f"{name} must be at least 1 (got {value})")
+    steps, time_budget = o["steps"], o["time_budget"]
     if steps is None and time_budget is None:
         time_budget = DEFAULT_TIME_BUDGET
-    config = preset(preset_name).replace(**explicit).validate()
-    settings = TrainSettings(
-        config=config, run_dir=run_dir, data=data, explicit=explicit, seed=1 if seed is None else seed,
-        seed_explicit=seed is not None, threads=threads, steps=steps, time_budget=time_budget, cooldown=cooldown,
-        print_every=print_every, sample_every=sample_every, save_every=save_every, eval_every=eval_every,
-        eval_bytes=eval_bytes, resume=resume, fresh=fresh, results=results, note=note,
-        quiet=quiet, distributed=distributed,
+    config = preset(o["preset_name"]).replace(**explicit).validate()
+    return TrainSettings(
+        config=config, run_dir=o["run_dir"], data=o["data"], explicit=explicit,
+        preset_name=o["preset_name"] if preset_given else None, seed=1 if o["seed"] is None else o["seed"],
+        seed_explicit=o["seed"] is not None, threads=o["threads"], steps=steps, time_budget=time_budget,
+        cooldown=o["cooldown"], print_every=o["print_every"], sample_every=o["sample_every"],
+        save_every=o["save_every"], save_seconds=o["save_seconds"], eval_every=o["eval_every"],
+        eval_bytes=o["eval_bytes"], resume=o["resume"], fresh=o["fresh"],
+        allow_data_change=o["allow_data_change"], results=o["results"], note=o["note"], quiet=o["quiet"],
+        distributed=o["distributed"],
     )
-    sys.exit(run_training(settings))
+
+
+def argument_bytes(text: str) -> bytes:
+    """The bytes the user typed: arguments that are not valid UTF-8 reach Python as surrogate escapes."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 @main.command()
@@ -142,15 +200,16 @@ def train(data, run_dir, preset_name, hidden, layers, seq_len, population, strea
 @click.option("--prompt", default="", help="Text the sample continues.")
 @click.option("--prompt-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Read the prompt from a file.")
-@click.option("--length", type=int, default=400, show_default=True, help="Bytes to generate.")
-@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 = greedy.")
-@click.option("--top-k", type=int, default=0, show_default=True, help="Keep the k likeliest bytes (0: all).")
-@click.option("--min-p", type=float, default=0.0, show_default=True,
+@click.option("--length", type=NON_NEGATIVE, default=400, show_default=True, help="Bytes to generate.")
+@click.option("--temperature", type=FiniteFloatRange(0), default=0.8, show_default=True, help="0 = greedy.")
+@click.option("--top-k", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="Keep the k likeliest bytes (0: all).")
+@click.option("--min-p", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Drop bytes less likely than min-p times the likeliest.")
-@click.option("--presence-penalty", type=float, default=0.0, show_default=True,
+@click.option("--presence-penalty", type=FiniteFloatRange(0), default=0.0, show_default=True,
               help="Bits subtracted from bytes already seen.")
 @click.option("--stop", "stop_at", default=None, help="Stop after this string is generated.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same text.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same text.")
 @click.option("--raw", is_flag=True, help="Write raw bytes even to a terminal.")
 def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p, presence_penalty, stop_at,
            seed, raw) -> None:
@@ -160,16 +219,14 @@ def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p
     from mlm.egg.sample import SamplingOptions, generate, printable
     from mlm.egg.train import expected_sizes
 
-    if length < 0:
-        raise MlmError(f"--length must be >= 0 (got {length})")
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     engine = Engine(checkpoint.config)
     engine.weights[:] = checkpoint.weights
-    prompt_bytes = prompt_file.read_bytes() if prompt_file else prompt.encode()
+    prompt_bytes = prompt_file.read_bytes() if prompt_file else argument_bytes(prompt)
     options = SamplingOptions(temperature, top_k, min_p, presence_penalty, seed).validate()
     safe = sys.stdout.isatty() and not raw
     out = sys.stdout.buffer
-    stop_bytes = stop_at.encode() if stop_at else None
+    stop_bytes = argument_bytes(stop_at) if stop_at else None
     produced = bytearray()
     for byte in generate(engine, prompt_bytes, length, options):
         produced.append(byte)
@@ -189,8 +246,7 @@ def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p
 @click.option("--breakdown", is_flag=True,
               help="Also print bits per byte per category (hand-written, vendored, minified) and folder, the "
                    "files with the most bits, and the top-1 next-byte accuracy.")
-@click.option("--threads", type=click.IntRange(min=1), default=default_threads, show_default="all cores",
-              help="Worker threads (the result does not depend on it).")
+@THREADS
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results.tsv"), show_default=True,
               help="Experiment table the evaluation appends its row to.")
 @click.option("--note", default="", help="Description for the results.tsv row.")
@@ -210,7 +266,9 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
     check_results_file(results)
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     run_data = checkpoint.extra.get("data_path")
-    text = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes)
+    text = eval_bytes_of(data, Path(run_data) if run_data else None, max_bytes, checkpoint.extra.get("data_sha256"))
+    if text.warning:
+        click.echo(text.warning, err=True)
     parts = score_parts(checkpoint, text, threads) if breakdown else None
     result = parts.result if parts else evaluate(checkpoint, text, threads)
     append_result(results, ResultRow(
@@ -239,17 +297,17 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help=r"UTF-8 file, one prompt per line; \t, \n and \\ stand for a tab, a newline and a backslash; "
                    "blank lines are skipped [default: eight Three.js-style openings].")
-@click.option("--samples", type=int, default=16, show_default=True,
+@click.option("--samples", type=POSITIVE, default=16, show_default=True,
               help="Samples per sampler; sample i continues prompt i mod the number of prompts with seed --seed + i.")
-@click.option("--length", type=int, default=256, show_default=True, help="Bytes generated per sample.")
-@click.option("--temperature", type=float, default=0.5, show_default=True, help="0 = greedy.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first sample.")
+@click.option("--length", type=POSITIVE, default=256, show_default=True, help="Bytes generated per sample.")
+@click.option("--temperature", type=FiniteFloatRange(0), default=0.5, show_default=True, help="0 = greedy.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of the first sample.")
 @click.option("--orders", default="0,1,2", show_default=True,
               help="Kneser-Ney baseline orders to compare with, comma-separated (0 unigram, 1 bigram, ...).")
-@click.option("--accuracy-bytes", type=int, default=None,
+@click.option("--accuracy-bytes", type=click.IntRange(2), default=None,
               help="Score top-1 accuracy on the first this many validation bytes [default: all].")
-@click.option("--threads", type=int, default=default_threads, show_default="all cores",
-              help="Worker threads for the top-1 accuracy (the result does not depend on it).")
+@THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, per-sample values included.")
 def judge(ckpt, run_dir, data, prompts_file, samples, length, temperature, seed, orders, accuracy_bytes, threads,
           as_json) -> None:
@@ -272,7 +330,7 @@ def ckpt() -> None:
 
 @ckpt.command(name="list")
 @RUN_DIR
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list, one object per file.")
 def ckpt_list(run_dir, as_json) -> None:
     """Every ring slot and the best file: step, time, losses, validity."""
     from mlm.egg.checkpoint import RunDir
@@ -281,7 +339,7 @@ def ckpt_list(run_dir, as_json) -> None:
     infos = RunDir(run_dir, expected_sizes).scan()
     rows = [{"name": i.name, "exists": i.exists, "valid": i.valid, "reason": i.reason, "step": i.step,
              "created": i.created, "train_loss": i.train_loss, "val_bpb": i.val_bpb,
-             "best_metric": i.best_metric, "tracks": i.best_metric_name} for i in infos]
+             "best_metric": i.best_metric, "tracks": i.best_metric_name, "other_run": i.other_run} for i in infos]
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -294,15 +352,17 @@ def ckpt_list(run_dir, as_json) -> None:
             click.echo(f"{r['name']:14} INVALID: {r['reason']}")
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
+        other = f"  ANOTHER RUN: {r['other_run']}; never resumed" if r["other_run"] else ""
         click.echo(f"{r['name']:14} step {r['step']:>7}  {when}  train_loss {format_metric(r['train_loss'])}  "
-                   f"val_bpb {format_metric(r['val_bpb'])}  best {r['tracks']} {format_metric(r['best_metric'])}")
+                   f"val_bpb {format_metric(r['val_bpb'])}  best {r['tracks']} {format_metric(r['best_metric'])}"
+                   + other)
     if not any(r["exists"] for r in rows):
         click.echo(f"no checkpoints in {run_dir}")
 
 
 @ckpt.command(name="show")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ckpt_show(path, as_json) -> None:
     """Configuration, step, metrics and the weights' sha256 of one checkpoint file."""
     from mlm.egg.checkpoint import read_checkpoint
@@ -326,12 +386,15 @@ def ckpt_show(path, as_json) -> None:
 @CKPT
 @RUN_DIR
 @click.argument("out", type=click.Path(path_type=Path))
-def export(ckpt, run_dir, out) -> None:
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export(ckpt, run_dir, out, force) -> None:
     """Write the weights as named tensors to OUT (.safetensors or .npz), configuration in metadata."""
     from mlm.egg.checkpoint import RunDir, export_weights
     from mlm.egg.reference import tensor_layout
     from mlm.egg.train import expected_sizes
 
+    if out.exists() and not force:
+        raise MlmError(f"{out} already exists: add --force to replace it, or choose another file name")
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     tensors = [(t.name, t.rows, t.cols, t.offset) for t in tensor_layout(checkpoint.config)]
     click.echo(f"wrote {export_weights(checkpoint, out, tensors)}")

@@ -20,6 +20,8 @@ HIDDEN_MULTIPLE = 16
 MAX_THRESHOLD_Z_Q8 = 4096
 #: The largest threshold ceiling with vote memory, 127 spreads (EGG_MEMORY_MAX_Z_Q8).
 MAX_MEMORY_Z_Q8 = 32512
+#: Every field is an int32_t in the C core's egg_config.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Fields added after the first release, with the values that reproduce the arithmetic of runs
 #: whose stored configuration predates them: such runs resume with the rule they started with.
 LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
@@ -96,8 +98,16 @@ class ModelConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def validate(self) -> ModelConfig:
-        """Raise :class:`MlmError` naming the first nonsensical value and its fix."""
-        checks = [
+        """Raise :class:`MlmError` naming the first nonsensical value and its fix.
+
+        Each field is checked on its own first, so that the checks that combine fields (and build
+        their messages from them) only ever see values in range: noise_bits 0 or -1 is a clear
+        error, not a ZeroDivisionError or a negative shift.
+        """
+        for name, value in self.to_dict().items():
+            if isinstance(value, bool) or not isinstance(value, int) or not INT32_MIN <= value <= INT32_MAX:
+                raise MlmError(f"{name} must be an integer that fits the C core's int32 (got {value!r})")
+        _raise_first([
             (self.hidden >= HIDDEN_MULTIPLE and self.hidden % HIDDEN_MULTIPLE == 0,
              f"--hidden must be a positive multiple of {HIDDEN_MULTIPLE} (got {self.hidden})"),
             (self.hidden <= 4096, f"--hidden must be at most 4096 (got {self.hidden})"),
@@ -119,6 +129,8 @@ class ModelConfig:
             (self.z_growth_steps >= 0,
              f"z_growth_steps must be 0 (constant z) or positive (got {self.z_growth_steps})"),
             (0 <= self.shift_base <= 16, f"shift_base must be between 0 and 16 (got {self.shift_base})"),
+        ])
+        _raise_first([
             (self.fitness_levels >= 1 and self.fitness_levels * ((1 << self.noise_bits) - 1) <= 127,
              f"fitness_levels must be between 1 and {127 // ((1 << self.noise_bits) - 1)} with noise_bits "
              f"{self.noise_bits}, so that fitness times noise fits in int8 (got {self.fitness_levels})"),
@@ -133,11 +145,15 @@ class ModelConfig:
             (0 <= self.weight_decay_q8 <= 256 and (self.vote_memory or not self.weight_decay_q8),
              f"weight_decay_q8 must be between 0 and 256, and 0 without vote memory (got {self.weight_decay_q8})"),
             (1 <= self.vector_z_q8 <= 4096, f"vector_z_q8 must be between 1 and 4096 (got {self.vector_z_q8})"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise MlmError(message)
+        ])
         return self
+
+
+def _raise_first(checks: list[tuple[bool, str]]) -> None:
+    """Raise the message of the first failed check."""
+    for ok, message in checks:
+        if not ok:
+            raise MlmError(message)
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -60,8 +60,8 @@ ABORT_GRACE = 0.5
 #: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
 FAIL_AT_ENV = "MLM_TEST_FAIL_AT"
 #: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
-SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL = range(3)
-CONTROL_WORDS = 3
+SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL, SAVE_DUE = range(4)
+CONTROL_WORDS = 4
 
 
 class DistributedRefusal(MlmError):
@@ -172,6 +172,7 @@ class DistributedTrainer(Trainer):
         self.agreed_signal: int | None = None
         self.agreed_budget_spent = False
         self.agreed_cooldown = 0
+        self.agreed_save = False
         self.cooldown_adopted = False
         self.cooldown_basis: tuple[int, float] = (0, 0.0)
         self.pending = np.zeros(CONTROL_WORDS, dtype=np.int64)
@@ -342,6 +343,8 @@ class DistributedTrainer(Trainer):
         row = np.zeros(self.width, dtype=np.int64)
         row[CONTROL_WORDS : CONTROL_WORDS + 2 * (p1 - p0)] = self.engine.evaluate_pairs(
             self.run_seed, step, windows, p0, p1)
+        if self.root:  # checkpoints follow rank 0's clock: saving is a collective, so every rank saves together
+            self.pending[SAVE_DUE] = int(self.saves.due(step + 1))
         row[:CONTROL_WORDS] = self.pending
         table = np.empty((self.size, self.width), dtype=np.int64)
         started = time.monotonic()
@@ -358,6 +361,7 @@ class DistributedTrainer(Trainer):
                          f"every rank stops after step {step + 1}")
         self.agreed_budget_spent |= bool(table[0, BUDGET_SPENT])
         self.agreed_cooldown = int(table[0, COOLDOWN_TOTAL])
+        self.agreed_save = bool(table[0, SAVE_DUE])
         return self.engine.apply_update(self.run_seed, step, windows, losses)
 
     def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
@@ -372,6 +376,9 @@ class DistributedTrainer(Trainer):
             estimate = self._cooldown_estimate(started, first_step)
             if estimate is not None:
                 self.pending[COOLDOWN_TOTAL], self.cooldown_basis = estimate[0], estimate[1:]
+
+    def _save_due(self, step: int) -> bool:
+        return self.agreed_save
 
     def _evaluate(self) -> None:
         self.slow_boundary = True

@@ -47,6 +47,8 @@ class EvalText:
     tokens: np.ndarray
     source: str
     sections: tuple[Section, ...]
+    #: Set when the run's corpus file changed since the checkpoint was trained on it.
+    warning: str | None = None
 
 
 def _file_sections(raw: bytes) -> tuple[Section, ...]:
@@ -58,8 +60,14 @@ def _file_sections(raw: bytes) -> tuple[Section, ...]:
     return tuple(Section(path, start, end) for (start, path), end in zip(headers, ends, strict=True))
 
 
-def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | None) -> EvalText:
-    """The bytes to score: all of ``data`` when given, else the validation split of the run's corpus."""
+def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | None,
+                  trained_sha256: str | None = None) -> EvalText:
+    """The bytes to score: all of ``data`` when given, else the validation split of the run's corpus.
+
+    ``trained_sha256`` is the corpus digest the checkpoint records: when the file now differs, the
+    result carries a warning (the split scored is no longer the one the run held out).
+    """
+    warning = None
     if data is not None:
         if not data.exists():
             raise MlmError(f"--data {data} does not exist: pass an existing file")
@@ -70,6 +78,10 @@ def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | No
             raise MlmError("this run does not say which data it was trained on: pass --data FILE")
         corpus = load_corpus(ckpt_data)
         tokens, source, sections = corpus.val, f"{ckpt_data} (validation split)", corpus.val_sections
+        if trained_sha256 is not None and corpus.sha256 != trained_sha256:
+            warning = (f"warning: {ckpt_data} changed since this checkpoint was trained on it: its validation "
+                       "split today is scored, which may hold bytes the run trained on; pass --data to score "
+                       "another file")
         if tokens.size == 0:
             raise MlmError(f"the validation split of {ckpt_data} is empty: pass --data FILE")
     if max_bytes is not None:
@@ -79,7 +91,7 @@ def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | No
     if tokens.size < EVAL_CHUNK + 1:
         raise MlmError(f"{source} has {tokens.size} bytes to evaluate, fewer than one evaluation window "
                        f"({EVAL_CHUNK + 1} bytes): use a larger file or a larger --max-bytes")
-    return EvalText(tokens, source, sections)
+    return EvalText(tokens, source, sections, warning)
 
 
 def _engine(ckpt: Checkpoint, threads: int) -> Engine:

@@ -282,14 +282,21 @@ def plan(sweep: Sweep, results: Path) -> list[PlannedRun]:
 
 
 def _train(command: list[str]) -> int:
-    """Run one training process and return its exit code."""
+    """Run one training process and return its exit code.
+
+    SIGTERM sent to the sweep alone (a scheduler, ``kill``) is passed on to the run, which saves and
+    exits with 143; the sweep waits for it and stops with that code, leaving no run behind.
+    """
     with subprocess.Popen(command) as process:
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: process.send_signal(signum))
         try:
             return process.wait()
         except KeyboardInterrupt:
             # Ctrl-C reached the child too: let it save its checkpoint and its 'interrupted' row.
             process.wait()
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def summary(sweep: Sweep, results: Path) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 from mlm.data.corpus import Corpus
 from mlm.egg import sample as sampling
 from mlm.egg.baseline import ORDER_NAMES, cached_baselines
-from mlm.egg.checkpoint import Checkpoint, RunDir
-from mlm.egg.config import ModelConfig
+from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS, Cadence
+from mlm.egg.checkpoint import SCHEDULE_FIELDS, Checkpoint, RunDir
+from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import Snapshot, choose_display
 from mlm.egg.engine import Engine, StepResult
@@ -48,6 +49,8 @@ class TrainSettings:
     data: Path | None = None
     #: Model settings the user gave explicitly: they must agree with a checkpoint being resumed.
     explicit: dict[str, int] = field(default_factory=dict)
+    #: The preset named explicitly on the command line (None: the default one): it must agree too.
+    preset_name: str | None = None
     seed: int = 1
     seed_explicit: bool = False
     threads: int = 1
@@ -57,11 +60,15 @@ class TrainSettings:
     cooldown: float = DEFAULT_COOLDOWN
     print_every: int = 10
     sample_every: int = 50
+    #: Checkpoint every this many steps; None: when ``save_seconds`` have passed since the last one.
     save_every: int | None = None
+    save_seconds: float = SAVE_SECONDS
     eval_every: int = 0
     eval_bytes: int = 65536
     resume: str = "auto"
     fresh: bool = False
+    #: Continue a run on training data whose content differs from its checkpoint's.
+    allow_data_change: bool = False
     results: Path = Path("results.tsv")
     note: str = ""
     quiet: bool = False
@@ -103,11 +110,19 @@ class StopRequest:
         return EXIT_SIGTERM if self.signal == signal.SIGTERM else EXIT_SIGINT
 
 
-def config_conflicts(ckpt_config: ModelConfig, explicit: dict[str, int]) -> list[str]:
-    """Names of explicitly given settings that differ from the checkpoint's configuration."""
+def config_conflicts(ckpt_config: ModelConfig, explicit: dict[str, int], preset_name: str | None = None) -> list[str]:
+    """Explicitly given settings, and the explicit preset's values, that differ from the checkpoint's.
+
+    The cooldown fields are left out of the preset's comparison: a run fixes them itself.
+    """
     saved = ckpt_config.to_dict()
-    return [f"{k} (checkpoint {saved[k]}, given {v})" for k, v in explicit.items()
-            if k in saved and saved[k] != v]
+    conflicts = [f"{k} (checkpoint {saved[k]}, given {v})" for k, v in explicit.items()
+                 if k in saved and saved[k] != v]
+    if preset_name is not None:
+        wanted = preset(preset_name).to_dict()
+        conflicts += [f"{k} (checkpoint {saved[k]}, --preset {preset_name} {v})" for k, v in wanted.items()
+                      if k not in explicit and k not in SCHEDULE_FIELDS and saved[k] != v]
+    return conflicts
 
 
 @dataclass
@@ -137,7 +152,13 @@ class Trainer:
         self.display = choose_display(settings.quiet)
         self.sample_text = ""
         self.baseline_text = ""
+        self.baselines: dict[int, float] = {}
         self.rate: float | None = None
+        self.saves = Cadence(settings.save_every, None if settings.save_every else settings.save_seconds)
+        self.progress = Cadence(settings.print_every, PROGRESS_SECONDS)
+        self.first_step = 0
+        #: Set once setup is done: an error before it is a failed start.
+        self.started = False
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -182,13 +203,28 @@ class Trainer:
                 self.say(f"resuming from best at step {ckpt.step}: moved newer ring slots to {newer}")
         return ckpt, "egg.ckpt.best" if want_best else "the latest valid slot"
 
+    def _set_aside_other_runs(self, ckpt: Checkpoint) -> None:
+        """Move valid files of another model or run seed than ``ckpt``'s out of the ring, saying so.
+
+        They are never resumed, and moving them keeps the run's own saves from overwriting them.
+        """
+        others = self.run_dir.other_runs(ckpt)
+        if not others:
+            return
+        archive = self.run_dir.archive_files([info.path for info in others])
+        for info in others:
+            self.say(f"{info.name} (step {info.step}) holds another run than the one resumed "
+                     f"({info.other_run}): moved to {archive / info.name}, not resumed")
+
     def _resume(self, ckpt: Checkpoint) -> None:
-        conflicts = config_conflicts(ckpt.config, self.s.explicit)
-        if self.s.seed_explicit and self.s.seed != ckpt.run_seed:
-            conflicts.append(f"seed (checkpoint {ckpt.run_seed}, given {self.s.seed})")
+        s = self.s
+        conflicts = config_conflicts(ckpt.config, s.explicit, s.preset_name)
+        if s.seed_explicit and s.seed != ckpt.run_seed:
+            conflicts.append(f"seed (checkpoint {ckpt.run_seed}, given {s.seed})")
         if conflicts:
-            raise MlmError(f"settings contradict the checkpoint in {self.s.run_dir}: {'; '.join(conflicts)}"
+            raise MlmError(f"settings contradict the checkpoint in {s.run_dir}: {'; '.join(conflicts)}"
                            " — drop those flags to resume, or start a new run with --fresh or another --run-dir")
+        self._check_same_data(ckpt)
         self.s.config = ckpt.config
         self.run_seed = ckpt.run_seed
         self.engine = Engine(ckpt.config, threads=self.s.threads)
@@ -196,7 +232,8 @@ class Trainer:
         self.engine.load_training_state(ckpt.state)
         self.state.step = ckpt.step
         self.state.best = ckpt.metrics["best_metric"]
-        self.state.last_val = ckpt.metrics["val_bpb"]
+        # Without evaluations a carried-over val_bpb would describe older weights than every later file.
+        self.state.last_val = ckpt.metrics["val_bpb"] if s.eval_every else None
         self.state.last_train_loss = ckpt.metrics["train_loss"]
         self.state.saved_step = ckpt.step
         cfg = ckpt.config
@@ -204,14 +241,43 @@ class Trainer:
             self.say(f"note: this run cooled down for its end at step {cfg.cooldown_end}; past it weights move "
                      "only at the ceiling threshold: start a new run (--fresh or another --run-dir) to train "
                      "longer with a cooldown")
-        if ckpt.extra.get("data_sha256") not in (None, self.corpus.sha256):
-            self.say("warning: the training data changed since this checkpoint; the run continues on the new data")
+        if ckpt.best_metric_name != self.tracked_name:
+            self._restart_best(ckpt.best_metric_name)
+
+    def _check_same_data(self, ckpt: Checkpoint) -> None:
+        """A run trains on one corpus: continuing it on other data needs --allow-data-change."""
+        trained_on = ckpt.extra.get("data_sha256")
+        if trained_on in (None, self.corpus.sha256):
+            return
+        where = ckpt.extra.get("data_path") or "another file"
+        if not self.s.allow_data_change:
+            raise MlmError(f"the training data {self.corpus.path} differs from the data the run in {self.s.run_dir} "
+                           f"was trained on ({where}): start a new run with --fresh or another --run-dir, or add "
+                           "--allow-data-change to continue this model on the new data")
+        self.say(f"--allow-data-change: the model trained on {where} continues on {self.corpus.path}")
+
+    def _restart_best(self, old_name: str) -> None:
+        """The run tracked another metric: its best value is not comparable, so best starts over, saying so."""
+        moved = self.run_dir.archive_files([self.run_dir.best_path]) if self.run_dir.best_path.exists() else None
+        why = "--eval-every is now on" if self.s.eval_every else "--eval-every is now off"
+        self.state.best = None
+        self.say(f"note: this run's best tracked {old_name}, and {why}, so it tracks {self.tracked_name}: best "
+                 "starts over" + (f" (the previous egg.ckpt.best is in {moved})" if moved else ""))
 
     def _setup(self) -> None:
+        """Resume or initialise; a start-up error is also written to training.log."""
+        try:
+            self._start()
+        except MlmError as error:
+            self.log.write(f"error: {error}")
+            raise
+
+    def _start(self) -> None:
         ckpt, origin = self._start_checkpoint()
         self._load_data()
         if ckpt is not None:
             self._resume(ckpt)
+            self._set_aside_other_runs(ckpt)
             self.say(f"resume from {origin} at step {ckpt.step}")
         else:
             if self.s.steps is not None:
@@ -243,11 +309,22 @@ class Trainer:
         check_results_file(self.s.results)
         with self._lock_run_dir():
             self._setup()
+            if self.s.steps is not None and self.state.step >= self.s.steps:
+                # Not silent, and no results row: nothing ran.
+                self.say(f"nothing to train: the run in {self.s.run_dir} is at step {self.state.step:,}, which "
+                         f"--steps {self.s.steps:,} does not pass; give a larger --steps to continue it, or start "
+                         "a new run with --fresh or another --run-dir")
+                return 0
             cfg = self.s.config
-            self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads}")
+            self.say(f"config {compact_config(cfg, self.run_seed)} | threads {self.engine.threads} | "
+                     f"{cfg.population * cfg.seq_len:,} population-tokens per step")
             started, first_step = time.monotonic(), self.state.step
+            self.first_step = first_step
             status, code = "ok", 0
+            self.started = True
             self._start_display()
+            self.saves.mark()
+            self.progress.mark()
             try:
                 with StopRequest() as stop:
                     while not self._stopping(stop, started, first_step):
@@ -264,12 +341,13 @@ class Trainer:
                     self._save(final=True)
             except Exception as error:
                 status = "crash"
-                self.say(f"error: {error}")
+                self.log.write(f"error: {error}")  # the terminal gets it once, from the command line
                 raise
             finally:
                 self.display.stop()
                 seconds = time.monotonic() - started
                 self._record(status, seconds, self.state.step - first_step)
+            self._summary(status, stop.signal, seconds, self.state.step - first_step)
         return code
 
     def _lock_run_dir(self) -> contextlib.AbstractContextManager:
@@ -340,17 +418,24 @@ class Trainer:
         st.step += 1
         st.interval_losses.append(result.loss_bits)
         self.rate = cfg.population * cfg.seq_len / max(elapsed, 1e-9)
-        if st.step % self.s.print_every == 0:
+        if self.progress.due(st.step) or st.step == self.first_step + 1:
             self.say(f"step {st.step} | loss {result.loss_bits:.4f} bits/byte | {self.rate:,.0f} pop-tok/s | "
-                     f"moved {result.moved}")
-        if self.s.eval_every and st.step % self.s.eval_every == 0:
+                     f"{elapsed:.3g} s/step | moved {result.moved}")
+            self.progress.mark()
+        evaluated = self.s.eval_every and st.step % self.s.eval_every == 0
+        if evaluated:
             self._evaluate()
         if self.s.sample_every and st.step % self.s.sample_every == 0:
             sample = self._sample()
             self.sample_text = sampling.printable(sample)
             self.say(f"sample step {st.step}: {sampling.one_line(sample)}")
-        if st.step % (self.s.save_every or self.s.print_every) == 0:
+        # An evaluation is saved at once (cheap next to it), so egg.ckpt.best holds exactly the weights it scored.
+        if evaluated or self._save_due(st.step):
             self._save()
+
+    def _save_due(self, step: int) -> bool:
+        """Is a checkpoint due after ``step`` (by --save-every, or by the clock)?"""
+        return self.saves.due(step)
 
     def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
         return self.engine.train_step(self.run_seed, step, windows)
@@ -388,8 +473,32 @@ class Trainer:
         )
         path = self.run_dir.save(ckpt)
         st.saved_step = st.step
+        self.saves.mark()
         wrote_best = improved and self.run_dir.save_best(ckpt)
         self.log.write(f"checkpoint step {st.step} -> {path.name}" + (" and egg.ckpt.best" if wrote_best else ""))
+
+    def _summary(self, status: str, signum: int | None, seconds: float, steps_done: int) -> None:
+        """What the run did, on the terminal and in training.log: steps, time, metrics, files, what next."""
+        st, run_dir = self.state, self.s.run_dir
+        how = f"stopped by {signal.Signals(signum).name}" if signum is not None else "finished"
+        lines = [f"{how}: {steps_done:,} steps in {seconds:.1f} s, now at step {st.step:,}"]
+        if st.last_train_loss is not None:
+            lines.append(f"  train loss  {st.last_train_loss:.4f} bits/byte (mean of the last checkpoint interval)")
+        if st.last_val is not None:
+            lines.append(f"  val_bpb     {st.last_val:.4f} at step {st.val_step or st.step:,} on the first "
+                         f"{min(self.s.eval_bytes, self.corpus.val_bytes):,} validation bytes"
+                         f"{versus_baselines(st.last_val, self.baselines)} (eval scores them all)")
+        if st.best is not None:
+            lines.append(f"  best        {self.tracked_name} {st.best:.4f}")
+        if self.baseline_text:
+            lines.append(f"  baselines   {self.baseline_text} (Kneser-Ney, validation bits/byte)")
+        if st.saved_step is not None:
+            lines.append(f"  checkpoints {run_dir}/ (ring egg.ckpt.0-9 and egg.ckpt.best; "
+                         f"python -m mlm.egg ckpt list --run-dir {run_dir})")
+            lines.append(f"  sample      python -m mlm.egg sample --run-dir {run_dir} --ckpt best")
+        if status == "interrupted":
+            lines.append("  resume      run the same command again")
+        self.say("\n".join(lines))
 
     def _record(self, status: str, seconds: float, steps_done: int) -> None:
         cfg = self.s.config
@@ -405,12 +514,30 @@ class Trainer:
         self.log.write(f"=== end: {status} at step {self.state.step} after {seconds:.1f}s")
 
 
+def versus_baselines(value: float, baselines: dict[int, float]) -> str:
+    """``value`` placed among the n-gram baselines: ``, below unigram and bigram, above trigram``."""
+    below = [ORDER_NAMES[k] for k, v in sorted(baselines.items()) if value < v]
+    above = [ORDER_NAMES[k] for k, v in sorted(baselines.items()) if value >= v]
+    parts = ([f"below {' and '.join(below)}"] if below else []) + ([f"above {' and '.join(above)}"] if above else [])
+    return f", {', '.join(parts)}" if parts else ""
+
+
 def train(settings: TrainSettings) -> int:
-    """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM)."""
+    """Run training; returns the process exit code (0, 130 after SIGINT, 143 after SIGTERM).
+
+    Under an MPI launcher with more than one process, every process runs its share of each step
+    (mlm/egg/distributed.py). A start that fails in a run directory it created leaves nothing
+    behind (the error is on the terminal).
+    """
     from mlm.egg import distributed
 
     comm = distributed.world_communicator(settings.distributed)
-    if comm is not None:
-        return distributed.DistributedTrainer(settings, comm).run()
-    return Trainer(settings).run()
+    created = not settings.run_dir.exists()
+    trainer = Trainer(settings) if comm is None else distributed.DistributedTrainer(settings, comm)
+    try:
+        return trainer.run()
+    except MlmError:
+        if created and not trainer.started and (comm is None or comm.Get_rank() == 0):
+            trainer.run_dir.remove_if_unused()
+        raise
 
