@@ -115,7 +115,7 @@ EGG_NEON_KERNELS(smull, , mac_smull)
 #endif
 
 #if defined(__ARM_FEATURE_DOTPROD)
-const egg_kernels egg_kernels_neon = {"neon", gemm_sdot, dot_sdot, egg_forward_block_wide};
+const egg_kernels egg_kernels_neon = {"neon", gemm_sdot, dot_sdot, egg_forward_block_wide, &egg_elementwise_scalar};
 int32_t egg_neon_dotprod(void) { return 1; }
 #elif defined(EGG_NEON_RUNTIME_DOTPROD)
 static int has_sdot;
@@ -134,10 +134,10 @@ static void gemm_neon(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x
     (has_sdot ? gemm_sdot : gemm_smull)(rows_x, rows_w, k, x, ldx, w, ldw, y, ldy);
 }
 
-const egg_kernels egg_kernels_neon = {"neon", gemm_neon, dot_neon, egg_forward_block_wide};
+const egg_kernels egg_kernels_neon = {"neon", gemm_neon, dot_neon, egg_forward_block_wide, &egg_elementwise_scalar};
 int32_t egg_neon_dotprod(void) { return has_sdot; }
 #else
-const egg_kernels egg_kernels_neon = {"neon", gemm_smull, dot_smull, egg_forward_block_wide};
+const egg_kernels egg_kernels_neon = {"neon", gemm_smull, dot_smull, egg_forward_block_wide, &egg_elementwise_scalar};
 int32_t egg_neon_dotprod(void) { return 0; }
 #endif
 

@@ -285,7 +285,201 @@ AVX512VNNI static int32_t dot_avx512vnni(const int8_t *a, const int8_t *b, int32
     return dot_any(dot4_avx512vnni, a, b, n);
 }
 
-const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide};
-const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide};
-const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide};
+/* ---- the elementwise kernels (egg_elementwise), AVX2, shared by the three tables: integer
+ * arithmetic in the same order as kernels_scalar.c, so the same bits. Narrowing int32 to int8 goes
+ * through the saturating packs (int32 -> int16 -> int8) and a max with -127: saturating twice and
+ * then clamping to [-127, 127] equals clamping once. */
+
+#define SAT8_MIN _mm256_set1_epi8(-127)
+
+AVX2 static INLINE __m256i load32(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 32 int32 (a, b, c, d in order) -> 32 int8 in order, saturated to [-128, 127]. */
+AVX2 static INLINE __m256i pack_i32_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i abcd = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* acc[j..j+32) >> sh, saturated to [-128, 127]. */
+AVX2 static INLINE __m256i shifted32(const int32_t *acc, __m128i sh) {
+    return pack_i32_i8(_mm256_sra_epi32(load32(acc), sh), _mm256_sra_epi32(load32(acc + 8), sh),
+                       _mm256_sra_epi32(load32(acc + 16), sh), _mm256_sra_epi32(load32(acc + 24), sh));
+}
+
+AVX2 static void shift_sat_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), SAT8_MIN));
+    egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
+}
+
+AVX2 static void relu_shift_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), _mm256_setzero_si256()));
+    egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
+}
+
+/* resid and the shifted value are in [-127, 127]: their saturating int8 sum, clamped, is sat8 of the sum. */
+AVX2 static void residual_add_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m256i v = _mm256_max_epi8(shifted32(acc + j, count), SAT8_MIN);
+        const __m256i r = _mm256_adds_epi8(load(resid + j), v);
+        _mm256_storeu_si256((__m256i *)(resid + j), _mm256_max_epi8(r, SAT8_MIN));
+    }
+    egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
+}
+
+/* 16 int16 -> 16 int8, saturated, clamped to [-127, 127]. */
+AVX2 static INLINE __m128i narrow16(__m256i v) {
+    const __m128i packed = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_max_epi8(packed, _mm_set1_epi8(-127));
+}
+
+/* The int32 sum x = (ax >> sh) + (ah >> sh) saturates to int16 first: beyond +-32767, x + bias is
+ * beyond +-127 either way. */
+AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax, const int32_t *ah,
+                                  const int8_t *bias, int64_t bias_stride, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    for (int32_t i = 0; i < members; i++) {
+        const int64_t row = (int64_t)i * h;
+        const int8_t *b = bias + i * bias_stride;
+        int32_t c = 0;
+        for (; c + 16 <= h; c += 16) {
+            const int32_t *x = ax + row + c, *y = ah + row + c;
+            const __m256i lo = _mm256_add_epi32(_mm256_sra_epi32(load32(x), count), _mm256_sra_epi32(load32(y), count));
+            const __m256i hi =
+                _mm256_add_epi32(_mm256_sra_epi32(load32(x + 8), count), _mm256_sra_epi32(load32(y + 8), count));
+            const __m256i sum16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+            const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
+            _mm_storeu_si128((__m128i *)(out + row + c), narrow16(_mm256_adds_epi16(sum16, b16)));
+        }
+        if (c < h)
+            egg_elementwise_scalar.gru_combine(1, h - c, ax + row + c, ah + row + c, b + c, 0, sh, out + row + c);
+    }
+}
+
+/* (g + 128)(c - h) >> 8 as the high half of (2(c - h)) · (128(g + 128)): |2(c - h)| <= 508 and
+ * 128(g + 128) <= 32640 fit int16, and the product is (g + 128)(c - h) · 256 exactly. */
+AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t n, int8_t *hidden, int8_t *resid) {
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m256i g = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(gate + j)));
+        const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(cand + j)));
+        const __m256i hv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(hidden + j)));
+        const __m256i weight = _mm256_slli_epi16(_mm256_add_epi16(g, _mm256_set1_epi16(128)), 7);
+        const __m256i step = _mm256_mulhi_epi16(_mm256_slli_epi16(_mm256_sub_epi16(c, hv), 1), weight);
+        const __m256i next = _mm256_add_epi16(hv, step); /* between hidden and cand: in [-127, 127] */
+        const __m128i next8 = _mm_packs_epi16(_mm256_castsi256_si128(next), _mm256_extracti128_si256(next, 1));
+        _mm_storeu_si128((__m128i *)(hidden + j), next8);
+        const __m128i r = _mm_adds_epi8(_mm_loadu_si128((const __m128i *)(resid + j)), next8);
+        _mm_storeu_si128((__m128i *)(resid + j), _mm_max_epi8(r, _mm_set1_epi8(-127)));
+    }
+    egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
+}
+
+/* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
+AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
+                                 int8_t *out) {
+    for (int32_t i = 0; i < members; i++) {
+        const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
+        int8_t *oi = out + (int64_t)i * h;
+        __m256i sums = _mm256_setzero_si256();
+        int32_t c = 0;
+        for (; c + 32 <= h; c += 32) sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_abs_epi8(load(xi + c)),
+                                                                               _mm256_setzero_si256()));
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+        int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1));
+        for (; c < h; c++) sum += xi[c] < 0 ? -xi[c] : xi[c];
+        const int32_t avg = sum / h < 1 ? 1 : sum / h;
+        if (avg < EGG_LN_INT32_MIN_AVG) {
+            egg_layer_norm_row(xi, wi, h, oi);
+            continue;
+        }
+        const __m256i inv = _mm256_set1_epi32((1 << EGG_LN_RECIP_BITS) / avg);
+        for (c = 0; c + 16 <= h; c += 16) {
+            const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
+                                                  _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
+            const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw)), inv);
+            const __m256i hi = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw, 1)), inv);
+            const __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(lo, EGG_LN_OUT_SHIFT),
+                                                 _mm256_srai_epi32(hi, EGG_LN_OUT_SHIFT));
+            _mm_storeu_si128((__m128i *)(oi + c), narrow16(_mm256_permute4x64_epi64(v, 0xD8)));
+        }
+        if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
+    }
+}
+
+/* row[r] +/-= (xb * a[r]) >> shift, 8 rows a step; |xb · a| < 2^31 as in the scalar code. */
+AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
+                            int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    for (int32_t i = 0; i < members; i++) {
+        if (!signs[i]) continue;
+        const int8_t *a = noise[i] + noise_off;
+        const int32_t xb = dot_any(dot4_avx2, x + (int64_t)i * cols, a + rows, cols);
+        const __m256i xbv = _mm256_set1_epi32(xb);
+        int32_t *row = acc + (int64_t)i * rows;
+        int32_t r = 0;
+        for (; r + 8 <= rows; r += 8) {
+            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + r)));
+            const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xbv), count);
+            const __m256i old = load32(row + r);
+            _mm256_storeu_si256((__m256i *)(row + r),
+                                signs[i] > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term));
+        }
+        for (; r < rows; r++) row[r] += signs[i] > 0 ? (xb * a[r]) >> shift : -((xb * a[r]) >> shift);
+    }
+}
+
+/* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128: 8 at a time, EXP2_FRAC[v % 16] from
+ * two 8-entry vpermd tables, shifted left by v / 16 (each term < 2^32), added as (term >> 8) and
+ * (term & 255) in int32 lanes: 32 terms a lane keep both sums below 2^29. */
+AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
+    const __m256i table_lo = _mm256_setr_epi32(65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752);
+    const __m256i table_hi = _mm256_setr_epi32(92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515);
+    const __m256i low_byte = _mm256_set1_epi32(255), fifteen = _mm256_set1_epi32(15);
+    __m256i high = _mm256_setzero_si256(), low = high;
+    for (int p = 0; p < EGG_VOCAB; p += 16) {
+        const __m128i u = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(logits + p)), _mm_set1_epi8(-128));
+        for (int half = 0; half < 2; half++) {
+            const __m256i v = _mm256_cvtepu8_epi32(half ? _mm_srli_si128(u, 8) : u);
+            const __m256i k = _mm256_and_si256(v, fifteen);
+            const __m256 pick_hi = _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)); /* bit 3 of v to the sign */
+            const __m256i frac = _mm256_castps_si256(
+                _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(table_lo, k)),
+                                 _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(table_hi, k)), pick_hi));
+            const __m256i term = _mm256_sllv_epi32(frac, _mm256_srli_epi32(v, 4));
+            high = _mm256_add_epi32(high, _mm256_srli_epi32(term, 8));
+            low = _mm256_add_epi32(low, _mm256_and_si256(term, low_byte));
+        }
+    }
+    uint32_t hs[8], ls[8];
+    _mm256_storeu_si256((__m256i *)hs, high);
+    _mm256_storeu_si256((__m256i *)ls, low);
+    uint64_t total = 0;
+    for (int j = 0; j < 8; j++) total += ((uint64_t)hs[j] << 8) + ls[j];
+    return total;
+}
+
+AVX2 static void token_losses_avx2(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss) {
+    for (int32_t i = 0; i < members; i++) {
+        const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
+        loss[i] = egg_token_loss_q16(exp2_sum_avx2(l), l[targets[i]]);
+    }
+}
+
+static const egg_elementwise elementwise_avx2 = {layer_norm_avx2,  rank1_avx2,      gru_combine_avx2,
+                                                 gru_update_avx2,  shift_sat_avx2,  relu_shift_avx2,
+                                                 residual_add_avx2, token_losses_avx2};
+
+const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide, &elementwise_avx2};
+const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide,
+                                         &elementwise_avx2};
+const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide,
+                                            &elementwise_avx2};
 #endif
