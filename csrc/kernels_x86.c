@@ -414,25 +414,35 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
     }
 }
 
-/* row[r] +/-= (xb * a[r]) >> shift, 8 rows a step; |xb · a| < 2^31 as in the scalar code. */
+/* row[r] += sign * ((xb * a[r]) >> shift) for rows r, 8 at a time; |xb · a| < 2^31 as in the scalar
+ * code. The sign is a constant of each inlined copy, and everything is read into locals: the build
+ * has -fno-strict-aliasing, so a store through row would otherwise reload the rest. */
+AVX2 static INLINE void add_rank1_avx2(int32_t *row, const int8_t *a, int32_t rows, int32_t xb, __m128i count,
+                                       int sign) {
+    const __m256i xbv = _mm256_set1_epi32(xb);
+    int32_t r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + r)));
+        const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xbv), count);
+        const __m256i old = load32(row + r);
+        _mm256_storeu_si256((__m256i *)(row + r), sign > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term));
+    }
+    const int32_t shift = _mm_cvtsi128_si32(count);
+    for (; r < rows; r++) row[r] += sign > 0 ? (xb * a[r]) >> shift : -((xb * a[r]) >> shift);
+}
+
 AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
                             int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
     const __m128i count = _mm_cvtsi32_si128(shift);
     for (int32_t i = 0; i < members; i++) {
-        if (!signs[i]) continue;
+        const int sign = signs[i];
+        if (!sign) continue;
         const int8_t *a = noise[i] + noise_off;
         const int32_t xb = dot_any(dot4_avx2, x + (int64_t)i * cols, a + rows, cols);
-        const __m256i xbv = _mm256_set1_epi32(xb);
-        int32_t *row = acc + (int64_t)i * rows;
-        int32_t r = 0;
-        for (; r + 8 <= rows; r += 8) {
-            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + r)));
-            const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xbv), count);
-            const __m256i old = load32(row + r);
-            _mm256_storeu_si256((__m256i *)(row + r),
-                                signs[i] > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term));
-        }
-        for (; r < rows; r++) row[r] += signs[i] > 0 ? (xb * a[r]) >> shift : -((xb * a[r]) >> shift);
+        if (sign > 0)
+            add_rank1_avx2(acc + (int64_t)i * rows, a, rows, xb, count, 1);
+        else
+            add_rank1_avx2(acc + (int64_t)i * rows, a, rows, xb, count, -1);
     }
 }
 
