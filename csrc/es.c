@@ -134,8 +134,9 @@ static void population_task(void *ctx, int64_t task) {
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
- * Tensors go one at a time, each split into row blocks that run in parallel, so
- * the transposed noise in memory is one tensor's, not the whole model's. */
+ * Every tensor's B is transposed first (in parallel, one task per tensor: voters x the sum of
+ * the columns, less than the noise itself), then the row blocks of all tensors run as one
+ * parallel loop, so small tensors do not leave threads idle one after another. */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -146,13 +147,14 @@ typedef struct update_job {
     uint64_t seed;
     int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
     const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
-    const int64_t *row_energy; /* the current tensor's per-row energy, or NULL: every row has `energy` */
+    const int64_t *row_energy; /* the embedding's per-row energy, or NULL: every row has `energy` */
     const int8_t *noise;       /* pairs x noise_len */
     const int32_t *voter;      /* pair index of each voter */
     const int8_t *vote_sign;   /* fitness of each voter */
-    const int8_t *b_t;         /* the current tensor's B: cols x voters */
-    const update_task_def *tasks; /* the current tensor's row blocks */
-    int64_t *moved;               /* weights moved by task slot i, summed over tensors */
+    int8_t *b_t;               /* every tensor's B, cols x voters each, from b_t_off[tensor] */
+    const int64_t *b_t_off;
+    const update_task_def *tasks; /* row blocks of every tensor */
+    int64_t *moved;               /* weights moved by each task */
     int failed;
 } update_job;
 
@@ -223,13 +225,14 @@ static void vote_task(void *ctx, int64_t index) {
         free(vote);
         return;
     }
-    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, job->row_energy ? task->row0 : -1, a_t);
-    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, job->b_t, job->voters,
-                               vote, t->cols);
+    const int64_t *row_energy = t->kind == EGG_EMBEDDING ? job->row_energy : NULL;
+    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, row_energy ? task->row0 : -1, a_t);
+    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters,
+                               job->b_t + job->b_t_off[task->tensor], job->voters, vote, t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
     int64_t moved = 0;
     for (int32_t r = 0; r < task->rows; r++) {
-        const int64_t energy = job->row_energy ? job->row_energy[task->row0 + r] : job->energy;
+        const int64_t energy = row_energy ? row_energy[task->row0 + r] : job->energy;
         const int64_t first = (int64_t)(task->row0 + r) * t->cols; /* index in the tensor */
         if (!energy) continue;
         if (job->m->vote_memory)
@@ -239,18 +242,30 @@ static void vote_task(void *ctx, int64_t index) {
             moved += apply_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy,
                                  job->m->weights + t->offset + first);
     }
-    job->moved[index] += moved;
+    job->moved[index] = moved;
     free(a_t);
     free(vote);
 }
 
-/* Row blocks of about 64K votes: the parallel tasks of one tensor's update. */
-static int32_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
-    const int32_t rows_per = 65536 / t->cols > 0 ? 65536 / t->cols : 1;
-    int32_t n = 0;
+/* Row blocks of about 16K votes: small enough to spread a small model over many threads, big
+ * enough that each block's GEMM reads B once for many rows. */
+#define VOTES_PER_TASK 16384
+
+static int32_t rows_per_task(const egg_tensor *t) { return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1; }
+
+/* The row blocks of tensor `tensor`, appended at tasks; returns how many. */
+static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
+    const int32_t rows_per = rows_per_task(t);
+    int64_t n = 0;
     for (int32_t r = 0; r < t->rows; r += rows_per)
         tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
     return n;
+}
+
+static void transpose_b_task(void *ctx, int64_t tensor) {
+    update_job *job = ctx;
+    const egg_tensor *t = &job->m->tensors[tensor];
+    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, job->b_t + job->b_t_off[tensor]);
 }
 
 /* present[s * 256 + b] = 1 when byte b is one of the inputs of stream s's window. */
@@ -282,41 +297,44 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     *moved_total = 0;
     if (!voters) return 0;
 
-    int32_t max_rows = 1, max_cols = 1;
+    int64_t n_tasks = 0, b_t_len = 0;
     for (int32_t t = 0; t < m->n_tensors; t++) {
-        if (m->tensors[t].rows > max_rows) max_rows = m->tensors[t].rows;
-        if (m->tensors[t].cols > max_cols) max_cols = m->tensors[t].cols;
+        const egg_tensor *ten = &m->tensors[t];
+        n_tasks += (ten->rows + rows_per_task(ten) - 1) / rows_per_task(ten);
+        b_t_len += (int64_t)ten->cols * voters;
     }
     int rc = -1;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    int8_t *b_t = malloc((size_t)max_cols * (size_t)voters);
-    update_task_def *tasks = malloc(sizeof *tasks * (size_t)max_rows);
-    int64_t *moved = calloc((size_t)max_rows, sizeof *moved);
+    int8_t *b_t = malloc((size_t)b_t_len);
+    int64_t *b_t_off = malloc(sizeof *b_t_off * (size_t)m->n_tensors);
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n_tasks);
+    int64_t *moved = calloc((size_t)n_tasks, sizeof *moved);
     uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
     int64_t embedding_energy[EGG_VOCAB];
-    if (!voter || !vote_sign || !b_t || !tasks || !moved || !present) goto done;
+    if (!voter || !vote_sign || !b_t || !b_t_off || !tasks || !moved || !present) goto done;
     window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
+    for (int64_t t = 0, off = 0, n = 0; t < m->n_tensors; t++) {
+        b_t_off[t] = off;
+        off += (int64_t)m->tensors[t].cols * voters;
+        n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
+    }
     update_job job = {m,       seed,  voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
                       present, NULL,  noise,  voter,  vote_sign,                b_t,
-                      tasks,   moved, 0};
-    if (m->cfg.sparse_embedding_votes) embedding_energies(&job, embedding_energy);
-    int32_t most_tasks = 0;
-    for (int32_t t = 0; t < m->n_tensors && !job.failed; t++) {
-        const egg_tensor *ten = &m->tensors[t];
-        job.row_energy = ten->kind == EGG_EMBEDDING && m->cfg.sparse_embedding_votes ? embedding_energy : NULL;
-        transpose_noise(&job, ten->noise_off + ten->rows, ten->cols, 0, -1, b_t);
-        const int32_t n_tasks = plan_tensor(ten, tasks, t);
-        if (n_tasks > most_tasks) most_tasks = n_tasks;
-        egg_parallel_for(n_tasks, m->threads, vote_task, &job);
+                      b_t_off, tasks, moved,  0};
+    if (m->cfg.sparse_embedding_votes) {
+        embedding_energies(&job, embedding_energy);
+        job.row_energy = embedding_energy;
     }
+    egg_parallel_for(m->n_tensors, m->threads, transpose_b_task, &job);
+    egg_parallel_for(n_tasks, m->threads, vote_task, &job);
     if (!job.failed) {
-        for (int32_t i = 0; i < most_tasks; i++) *moved_total += moved[i];
+        for (int64_t i = 0; i < n_tasks; i++) *moved_total += moved[i];
         rc = 0;
     }
 done:
@@ -324,6 +342,7 @@ done:
     free(voter);
     free(vote_sign);
     free(b_t);
+    free(b_t_off);
     free(tasks);
     free(moved);
     free(present);
