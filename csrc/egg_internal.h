@@ -127,6 +127,10 @@ typedef struct egg_elementwise {
     void (*relu_shift)(const int32_t *acc, int64_t n, int32_t sh, int8_t *out);
     /* resid = sat8(resid + sat8(acc >> sh)) */
     void (*residual_add)(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid);
+    /* out[c] = sat8(w[c] + sign * ((scale * b[c]) >> shift)) for c < n, sign +1 or -1: a perturbed row of the
+     * embedding or a perturbed vector. */
+    void (*perturbed_row)(const int8_t *w, const int8_t *b, int32_t scale, int32_t n, int32_t shift, int32_t sign,
+                          int8_t *out);
     /* loss[i] = egg_token_loss_q16 of member i's 256 logits (logits + i*256) and byte targets[i]. */
     void (*token_losses)(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss);
 } egg_elementwise;

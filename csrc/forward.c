@@ -8,9 +8,6 @@
 
 _Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signed integers");
 
-/* int32, not int64: every caller's value fits, and 32-bit lanes vectorise on every target. */
-static inline int8_t sat8(int32_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
-
 int32_t egg_matmul_shift(const egg_model *m, int32_t cols) {
     int32_t log2 = 0;
     while ((cols >> (log2 + 1)) > 0) log2++;
@@ -94,9 +91,9 @@ static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vect
                 memcpy(out, w, (size_t)ten->cols);
                 continue;
             }
-            const int8_t *a = b->noise[i] + ten->noise_off, *bn = a + ten->rows;
-            for (int32_t c = 0; c < ten->cols; c++)
-                out[c] = sat8(w[c] + b->signs[i] * ((a[0] * bn[c]) >> m->cfg.noise_shift));
+            const int8_t *a = b->noise[i] + ten->noise_off;
+            egg_active_kernels()->elementwise->perturbed_row(w, a + ten->rows, a[0], ten->cols, m->cfg.noise_shift,
+                                                             b->signs[i], out);
         }
     }
 }
@@ -125,9 +122,9 @@ static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *
             memcpy(out, row, (size_t)h);
             continue;
         }
-        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
-        const int32_t at = a[tok], shift = m->cfg.noise_shift, sign = b->signs[i];
-        for (int32_t c = 0; c < h; c++) out[c] = sat8(row[c] + sign * ((at * bn[c]) >> shift));
+        const int8_t *a = b->noise[i] + t->noise_off;
+        egg_active_kernels()->elementwise->perturbed_row(row, a + t->rows, a[tok], h, m->cfg.noise_shift, b->signs[i],
+                                                         out);
     }
 }
 

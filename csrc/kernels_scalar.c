@@ -100,6 +100,11 @@ static void residual_add_scalar(const int32_t *restrict acc, int64_t n, int32_t 
     for (int64_t j = 0; j < n; j++) resid[j] = sat8(resid[j] + sat8(acc[j] >> sh));
 }
 
+static void perturbed_row_scalar(const int8_t *restrict w, const int8_t *restrict b, int32_t scale, int32_t n,
+                                 int32_t shift, int32_t sign, int8_t *restrict out) {
+    for (int32_t c = 0; c < n; c++) out[c] = sat8(w[c] + sign * ((scale * b[c]) >> shift));
+}
+
 /* 2^(v/16) in Q16 for v = logit + 128 in [0, 256): one load per logit instead of a table lookup,
  * a mask and a variable shift. */
 static uint64_t exp2_q16[EGG_VOCAB];
@@ -120,7 +125,7 @@ static void token_losses_scalar(int32_t members, const int8_t *logits, const uin
 
 const egg_elementwise egg_elementwise_scalar = {layer_norm_scalar,  rank1_scalar,     gru_combine_scalar,
                                                 gru_update_scalar,  shift_sat_scalar, relu_shift_scalar,
-                                                residual_add_scalar, token_losses_scalar};
+                                                residual_add_scalar, perturbed_row_scalar, token_losses_scalar};
 
 const egg_kernels egg_kernels_scalar = {"scalar", gemm_scalar, dot_scalar, egg_forward_block_baseline,
                                         &egg_elementwise_scalar};

@@ -417,18 +417,28 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
 /* row[r] += sign * ((xb * a[r]) >> shift) for rows r, 8 at a time; |xb · a| < 2^31 as in the scalar
  * code. The sign is a constant of each inlined copy, and everything is read into locals: the build
  * has -fno-strict-aliasing, so a store through row would otherwise reload the rest. */
+AVX2 static INLINE __m256i rank1_step(const int8_t *a, int32_t *row, __m256i xb, __m128i count, int sign) {
+    const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)a));
+    const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb), count);
+    const __m256i old = load32(row);
+    return sign > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term);
+}
+
 AVX2 static INLINE void add_rank1_avx2(int32_t *row, const int8_t *a, int32_t rows, int32_t xb, __m128i count,
                                        int sign) {
     const __m256i xbv = _mm256_set1_epi32(xb);
-    int32_t r = 0;
-    for (; r + 8 <= rows; r += 8) {
-        const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + r)));
-        const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xbv), count);
-        const __m256i old = load32(row + r);
-        _mm256_storeu_si256((__m256i *)(row + r), sign > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term));
+    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
+    for (; a < end16; a += 16, row += 16) { /* pointers, not an int32 index: no sign extension per step */
+        const __m256i lo = rank1_step(a, row, xbv, count, sign), hi = rank1_step(a + 8, row + 8, xbv, count, sign);
+        _mm256_storeu_si256((__m256i *)row, lo);
+        _mm256_storeu_si256((__m256i *)(row + 8), hi);
+    }
+    if (end - a >= 8) {
+        _mm256_storeu_si256((__m256i *)row, rank1_step(a, row, xbv, count, sign));
+        a += 8, row += 8;
     }
     const int32_t shift = _mm_cvtsi128_si32(count);
-    for (; r < rows; r++) row[r] += sign > 0 ? (xb * a[r]) >> shift : -((xb * a[r]) >> shift);
+    for (; a < end; a++, row++) *row += sign > 0 ? (xb * *a) >> shift : -((xb * *a) >> shift);
 }
 
 AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
@@ -444,6 +454,22 @@ AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const i
         else
             add_rank1_avx2(acc + (int64_t)i * rows, a, rows, xb, count, -1);
     }
+}
+
+/* |scale · b| <= 127 · 127 and its shift fit int16, and so does w plus it. */
+AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t scale, int32_t n, int32_t shift,
+                                    int32_t sign, int8_t *out) {
+    const __m256i scale16 = _mm256_set1_epi16((int16_t)scale);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    int32_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
+        const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + c)));
+        const __m256i term = _mm256_sra_epi16(_mm256_mullo_epi16(b16, scale16), count);
+        const __m256i sum = sign > 0 ? _mm256_add_epi16(w16, term) : _mm256_sub_epi16(w16, term);
+        _mm_storeu_si128((__m128i *)(out + c), narrow16(sum));
+    }
+    egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
 }
 
 /* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128: 8 at a time, EXP2_FRAC[v % 16] from
@@ -485,7 +511,7 @@ AVX2 static void token_losses_avx2(int32_t members, const int8_t *logits, const 
 
 static const egg_elementwise elementwise_avx2 = {layer_norm_avx2,  rank1_avx2,      gru_combine_avx2,
                                                  gru_update_avx2,  shift_sat_avx2,  relu_shift_avx2,
-                                                 residual_add_avx2, token_losses_avx2};
+                                                 residual_add_avx2, perturbed_row_avx2, token_losses_avx2};
 
 const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide, &elementwise_avx2};
 const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide,

@@ -131,6 +131,16 @@ static int check_elementwise(const egg_kernels *k) {
                     e->rank1(members, rows, cols, a8, noise, 5, signs, shift, acc2);
                     compare(k, "rank1", acc1, acc2, sizeof(int32_t) * (size_t)n, h);
                 }
+                /* Perturbed rows: int8 scale and values anywhere in [-127, 127], both signs, shifts 0..16. */
+                for (int shift = 0; shift <= 16; shift += 4, checks++) {
+                    fill_range(a8, n, -127, 127, extreme);
+                    fill_range(b8, n, -127, 127, extreme);
+                    const int32_t scale = extreme ? 127 : (int32_t)(next_random() % 255) - 127;
+                    const int32_t sign = shift % 8 ? -1 : 1;
+                    s->perturbed_row(a8, b8, scale, n, shift, sign, out1);
+                    e->perturbed_row(a8, b8, scale, n, shift, sign, out2);
+                    compare(k, "perturbed_row", out1, out2, (size_t)n, h);
+                }
                 for (int sh = 0; sh <= 12; sh += 6, checks += 5) {
                     fill_acc(acc_a, n, extreme ? 32 : 20);
                     fill_acc(acc_b, n, extreme ? 32 : 20);
