@@ -472,38 +472,91 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
     egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
 }
 
-/* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128: 8 at a time, EXP2_FRAC[v % 16] from
- * two 8-entry vpermd tables, shifted left by v / 16 (each term < 2^32), added as (term >> 8) and
- * (term & 255) in int32 lanes: 32 terms a lane keep both sums below 2^29. */
+/* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by byte shuffles, 32 logits a step.
+ * With k = v % 16, e = v / 16 and f = EXP2_FRAC[k] = 65536 + d (d < 2^16), a term is
+ * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of 2^e by e; the
+ * bytes are paired into 16-bit lanes, and vpmullw / vpmulhuw give the low and high halves of
+ * d · 2^e (< 2^31). Sums: the high halves (< 2^15) by vpmaddwd; the low halves, unsigned, by
+ * vpmaddwd after an xor with 0x8000 (each lane then counts 32768 less, added back at the end);
+ * 2^e by vpsadbw on its two bytes. Every int32 lane adds at most 16 pair sums below 2^17. */
 AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
-    const __m256i table_lo = _mm256_setr_epi32(65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752);
-    const __m256i table_hi = _mm256_setr_epi32(92682, 96785, 101070, 105545, 110218, 115098, 120194, 125515);
-    const __m256i low_byte = _mm256_set1_epi32(255), fifteen = _mm256_set1_epi32(15);
-    __m256i high = _mm256_setzero_si256(), low = high;
-    for (int p = 0; p < EGG_VOCAB; p += 16) {
-        const __m128i u = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(logits + p)), _mm_set1_epi8(-128));
+    /* the low and high bytes of EGG_EXP2_FRAC[k] - 65536 */
+    const __m256i d_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0x00, 0x56, 0x2C, (char)0x88, 0x70, (char)0xEA, (char)0xFE, (char)0xB0, 0x0A, 0x11, (char)0xCE, 0x49,
+        (char)0x8A, (char)0x9A, (char)0x82, 0x4B));
+    const __m256i d_hi = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0x00, 0x0B, 0x17, 0x23, 0x30, 0x3D, 0x4B, 0x5A, 0x6A, 0x7A, (char)0x8A, (char)0x9C, (char)0xAE, (char)0xC1,
+        (char)0xD5, (char)0xEA));
+    /* the low and high bytes of 2^e, indexed by e ^ 8 = the logit's high nibble (v = logit ^ 0x80) */
+    const __m256i pow_lo = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, (char)128));
+    const __m256i pow_hi = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0));
+    const __m256i nibble = _mm256_set1_epi8(15), flip = _mm256_set1_epi16(-32768), ones = _mm256_set1_epi16(1);
+    __m256i low = _mm256_setzero_si256(), high = low, pow_sum = low;
+#pragma GCC unroll 1 /* unrolled, GCC keeps every step's sums apart and spills them */
+    for (int p = 0; p < EGG_VOCAB; p += 32) {
+        const __m256i v = load(logits + p); /* k = v % 16 is the logit's low nibble too */
+        const __m256i k = _mm256_and_si256(v, nibble), e = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+        const __m256i dl = _mm256_shuffle_epi8(d_lo, k), dh = _mm256_shuffle_epi8(d_hi, k);
+        const __m256i pl = _mm256_shuffle_epi8(pow_lo, e), ph = _mm256_shuffle_epi8(pow_hi, e);
+        pow_sum = _mm256_add_epi64(pow_sum, _mm256_sad_epu8(pl, _mm256_setzero_si256()));
+        pow_sum = _mm256_add_epi64(pow_sum, _mm256_slli_epi64(_mm256_sad_epu8(ph, _mm256_setzero_si256()), 8));
         for (int half = 0; half < 2; half++) {
-            const __m256i v = _mm256_cvtepu8_epi32(half ? _mm_srli_si128(u, 8) : u);
-            const __m256i k = _mm256_and_si256(v, fifteen);
-            const __m256 pick_hi = _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)); /* bit 3 of v to the sign */
-            const __m256i frac = _mm256_castps_si256(
-                _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(table_lo, k)),
-                                 _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(table_hi, k)), pick_hi));
-            const __m256i term = _mm256_sllv_epi32(frac, _mm256_srli_epi32(v, 4));
-            high = _mm256_add_epi32(high, _mm256_srli_epi32(term, 8));
-            low = _mm256_add_epi32(low, _mm256_and_si256(term, low_byte));
+            const __m256i d = half ? _mm256_unpackhi_epi8(dl, dh) : _mm256_unpacklo_epi8(dl, dh);
+            const __m256i q = half ? _mm256_unpackhi_epi8(pl, ph) : _mm256_unpacklo_epi8(pl, ph);
+            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_mulhi_epu16(d, q);
+            low = _mm256_add_epi32(low, _mm256_madd_epi16(_mm256_xor_si256(lo16, flip), ones));
+            high = _mm256_add_epi32(high, _mm256_madd_epi16(hi16, ones));
         }
     }
-    uint32_t hs[8], ls[8];
-    _mm256_storeu_si256((__m256i *)hs, high);
-    _mm256_storeu_si256((__m256i *)ls, low);
-    uint64_t total = 0;
-    for (int j = 0; j < 8; j++) total += ((uint64_t)hs[j] << 8) + ls[j];
-    return total;
+    /* Both lane sums fit int32 (each lane is below 2^21 in magnitude): [low, high, low, high] */
+    __m256i sums = _mm256_hadd_epi32(low, high);
+    sums = _mm256_hadd_epi32(sums, sums);
+    const __m128i lh = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    const __m128i p2 = _mm_add_epi64(_mm256_castsi256_si128(pow_sum), _mm256_extracti128_si256(pow_sum, 1));
+    const int64_t pows = _mm_cvtsi128_si64(p2) + _mm_extract_epi64(p2, 1);
+    /* each of the 256 low halves was counted 32768 less */
+    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm_cvtsi128_si32(lh) +
+                      (((int64_t)_mm_extract_epi32(lh, 1) + pows) << 16));
+}
+
+/* egg_log2_q16 of four sums at once: the mantissa y < 2^31 before each squaring, so vpmuludq
+ * squares it exactly in 64-bit lanes. */
+AVX2 static INLINE void log2_q16_x4(const uint64_t s[4], int32_t out[4]) {
+    int64_t y0[4];
+    int32_t result[4];
+    for (int j = 0; j < 4; j++) {
+        const int32_t msb = 63 - __builtin_clzll(s[j]);
+        y0[j] = (int64_t)(msb >= 30 ? s[j] >> (msb - 30) : s[j] << (30 - msb));
+        result[j] = msb << EGG_LOSS_FRAC_BITS;
+    }
+    __m256i y = _mm256_loadu_si256((const __m256i *)y0), bits = _mm256_setzero_si256();
+    const __m256i top = _mm256_set1_epi64x((1LL << 31) - 1), one = _mm256_set1_epi64x(1);
+    for (int bit = EGG_LOSS_FRAC_BITS - 1; bit >= 0; bit--) {
+        y = _mm256_srli_epi64(_mm256_mul_epu32(y, y), 30);
+        const __m256i big = _mm256_and_si256(_mm256_cmpgt_epi64(y, top), one); /* y >= 2^31 */
+        y = _mm256_srlv_epi64(y, big);
+        bits = _mm256_or_si256(bits, _mm256_slli_epi64(big, bit));
+    }
+    int64_t b[4];
+    _mm256_storeu_si256((__m256i *)b, bits);
+    for (int j = 0; j < 4; j++) out[j] = result[j] | (int32_t)b[j];
 }
 
 AVX2 static void token_losses_avx2(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss) {
-    for (int32_t i = 0; i < members; i++) {
+    int32_t i = 0;
+    for (; i + 4 <= members; i += 4) {
+        uint64_t totals[4];
+        int32_t log2[4];
+        for (int j = 0; j < 4; j++) totals[j] = exp2_sum_avx2(logits + (int64_t)(i + j) * EGG_VOCAB);
+        log2_q16_x4(totals, log2);
+        for (int j = 0; j < 4; j++) {
+            const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];
+            loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);
+        }
+    }
+    for (; i < members; i++) {
         const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
         loss[i] = egg_token_loss_q16(exp2_sum_avx2(l), l[targets[i]]);
     }
