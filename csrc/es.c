@@ -21,9 +21,14 @@ static inline uint64_t stream_word(uint64_t key, int64_t i) {
 
 /* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
 void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
-    for (int64_t w = 0; w * 8 < count; w++) {
+    int64_t w = 0;
+    for (; w * 8 + 8 <= count; w++) { /* whole words: the compiler merges the 8 byte stores */
         const uint64_t word = stream_word(key, w);
-        for (int64_t j = 0; j < 8 && w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+        for (int j = 0; j < 8; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+    if (w * 8 < count) {
+        const uint64_t word = stream_word(key, w);
+        for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
     }
 }
 
@@ -251,7 +256,9 @@ static void vote_task(void *ctx, int64_t index) {
  * enough that each block's GEMM reads B once for many rows. */
 #define VOTES_PER_TASK 16384
 
-static int32_t rows_per_task(const egg_tensor *t) { return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1; }
+static int32_t rows_per_task(const egg_tensor *t) {
+    return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1;
+}
 
 /* The row blocks of tensor `tensor`, appended at tasks; returns how many. */
 static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {

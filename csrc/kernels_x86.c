@@ -334,6 +334,9 @@ AVX2 static void residual_add_avx2(const int32_t *acc, int64_t n, int32_t sh, in
     egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
 }
 
+/* 16 int8 -> 16 int16 */
+AVX2 static INLINE __m256i cvt16(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+
 /* 16 int16 -> 16 int8, saturated, clamped to [-127, 127]. */
 AVX2 static INLINE __m128i narrow16(__m256i v) {
     const __m128i packed = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -349,6 +352,20 @@ AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax,
         const int64_t row = (int64_t)i * h;
         const int8_t *b = bias + i * bias_stride;
         int32_t c = 0;
+        for (; c + 32 <= h; c += 32) {
+            const int32_t *x = ax + row + c, *y = ah + row + c;
+            __m256i sum[4];
+            for (int q = 0; q < 4; q++)
+                sum[q] = _mm256_add_epi32(_mm256_sra_epi32(load32(x + 8 * q), count),
+                                          _mm256_sra_epi32(load32(y + 8 * q), count));
+            /* vpackssdw interleaves the 128-bit lanes ([0-3, 8-11 | 4-7, 12-15]): vpermq restores the order */
+            const __m256i s0 = _mm256_adds_epi16(_mm256_permute4x64_epi64(_mm256_packs_epi32(sum[0], sum[1]), 0xD8),
+                                                 cvt16(b + c));
+            const __m256i s1 = _mm256_adds_epi16(_mm256_permute4x64_epi64(_mm256_packs_epi32(sum[2], sum[3]), 0xD8),
+                                                 cvt16(b + c + 16));
+            const __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi16(s0, s1), 0xD8);
+            _mm256_storeu_si256((__m256i *)(out + row + c), _mm256_max_epi8(v, SAT8_MIN));
+        }
         for (; c + 16 <= h; c += 16) {
             const int32_t *x = ax + row + c, *y = ah + row + c;
             const __m256i lo = _mm256_add_epi32(_mm256_sra_epi32(load32(x), count), _mm256_sra_epi32(load32(y), count));
@@ -400,7 +417,22 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
             egg_layer_norm_row(xi, wi, h, oi);
             continue;
         }
-        const __m256i inv = _mm256_set1_epi32((1 << EGG_LN_RECIP_BITS) / avg);
+        const int32_t inv_scalar = (1 << EGG_LN_RECIP_BITS) / avg;
+        if (inv_scalar <= INT16_MAX) { /* mean |x| >= 33: 16-bit lanes, 32 values a step */
+            /* (x·w·inv) >> 19 = ((x·w·inv) >> 16) >> 3, and vpmulhw gives the first shift exactly. */
+            const __m256i inv16 = _mm256_set1_epi16((int16_t)inv_scalar);
+            for (c = 0; c + 32 <= h; c += 32) {
+                const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
+                const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
+                const __m256i v0 = _mm256_srai_epi16(_mm256_mulhi_epi16(xw0, inv16), EGG_LN_OUT_SHIFT - 16);
+                const __m256i v1 = _mm256_srai_epi16(_mm256_mulhi_epi16(xw1, inv16), EGG_LN_OUT_SHIFT - 16);
+                const __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi16(v0, v1), 0xD8);
+                _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(v, SAT8_MIN));
+            }
+            if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* a width of 16 mod 32: the whole row, the same bits */
+            continue;
+        }
+        const __m256i inv = _mm256_set1_epi32(inv_scalar);
         for (c = 0; c + 16 <= h; c += 16) {
             const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
                                                   _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
@@ -427,32 +459,55 @@ AVX2 static INLINE __m256i rank1_step(const int8_t *a, int32_t *row, __m256i xb,
 AVX2 static INLINE void add_rank1_avx2(int32_t *row, const int8_t *a, int32_t rows, int32_t xb, __m128i count,
                                        int sign) {
     const __m256i xbv = _mm256_set1_epi32(xb);
-    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
-    for (; a < end16; a += 16, row += 16) { /* pointers, not an int32 index: no sign extension per step */
-        const __m256i lo = rank1_step(a, row, xbv, count, sign), hi = rank1_step(a + 8, row + 8, xbv, count, sign);
-        _mm256_storeu_si256((__m256i *)row, lo);
-        _mm256_storeu_si256((__m256i *)(row + 8), hi);
+    const int8_t *const end32 = a + (rows & ~31), *const end = a + rows;
+    for (; a < end32; a += 32, row += 32) { /* pointers, not an int32 index: no sign extension per step */
+        __m256i v[4];
+        for (int q = 0; q < 4; q++) v[q] = rank1_step(a + 8 * q, row + 8 * q, xbv, count, sign);
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(row + 8 * q), v[q]);
     }
-    if (end - a >= 8) {
-        _mm256_storeu_si256((__m256i *)row, rank1_step(a, row, xbv, count, sign));
-        a += 8, row += 8;
-    }
+    for (; end - a >= 8; a += 8, row += 8) _mm256_storeu_si256((__m256i *)row, rank1_step(a, row, xbv, count, sign));
     const int32_t shift = _mm_cvtsi128_si32(count);
     for (; a < end; a++, row++) *row += sign > 0 ? (xb * *a) >> shift : -((xb * *a) >> shift);
 }
 
+/* a·b over n values: 32 a step on pointers (the general dot_any indexes with an int32), the rest
+ * one by one. */
+AVX2 static INLINE int32_t dot_avx2_step32(const int8_t *a, const int8_t *b, int32_t n) {
+    const int8_t *const end = a + (n & ~31);
+    __m256i acc = _mm256_setzero_si256();
+    for (; a < end; a += 32, b += 32) {
+        const __m256i va = load(a);
+        acc = dot4_avx2(acc, _mm256_abs_epi8(va), _mm256_sign_epi8(load(b), va));
+    }
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+    for (int32_t p = n & ~31; p < n; p++, a++, b++) sum += *a * *b;
+    return sum;
+}
+
+/* Members in chunks: first every x_i·B_i of the chunk, then the rank-1 terms, so each loop keeps
+ * its own few values in registers. */
+#define RANK1_CHUNK 64
+
 AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
                             int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
     const __m128i count = _mm_cvtsi32_si128(shift);
-    for (int32_t i = 0; i < members; i++) {
-        const int sign = signs[i];
-        if (!sign) continue;
-        const int8_t *a = noise[i] + noise_off;
-        const int32_t xb = dot_any(dot4_avx2, x + (int64_t)i * cols, a + rows, cols);
-        if (sign > 0)
-            add_rank1_avx2(acc + (int64_t)i * rows, a, rows, xb, count, 1);
-        else
-            add_rank1_avx2(acc + (int64_t)i * rows, a, rows, xb, count, -1);
+    int32_t xb[RANK1_CHUNK];
+    for (int32_t first = 0; first < members; first += RANK1_CHUNK) {
+        const int32_t n = members - first < RANK1_CHUNK ? members - first : RANK1_CHUNK;
+        for (int32_t i = 0; i < n; i++)
+            xb[i] = signs[first + i] ? dot_avx2_step32(x + (int64_t)(first + i) * cols,
+                                                       noise[first + i] + noise_off + rows, cols)
+                                     : 0;
+        for (int32_t i = 0; i < n; i++) {
+            const int8_t *a = noise[first + i] + noise_off;
+            int32_t *row = acc + (int64_t)(first + i) * rows;
+            if (signs[first + i] > 0)
+                add_rank1_avx2(row, a, rows, xb[i], count, 1);
+            else if (signs[first + i] < 0)
+                add_rank1_avx2(row, a, rows, xb[i], count, -1);
+        }
     }
 }
 
