@@ -470,44 +470,69 @@ AVX2 static INLINE void add_rank1_avx2(int32_t *row, const int8_t *a, int32_t ro
     for (; a < end; a++, row++) *row += sign > 0 ? (xb * *a) >> shift : -((xb * *a) >> shift);
 }
 
-/* a·b over n values: 32 a step on pointers (the general dot_any indexes with an int32), the rest
- * one by one. */
-AVX2 static INLINE int32_t dot_avx2_step32(const int8_t *a, const int8_t *b, int32_t n) {
-    const int8_t *const end = a + (n & ~31);
-    __m256i acc = _mm256_setzero_si256();
-    for (; a < end; a += 32, b += 32) {
-        const __m256i va = load(a);
-        acc = dot4_avx2(acc, _mm256_abs_epi8(va), _mm256_sign_epi8(load(b), va));
-    }
-    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-    int32_t sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
-    for (int32_t p = n & ~31; p < n; p++, a++, b++) sum += *a * *b;
-    return sum;
+/* The horizontal sums of two int32 accumulators: [sum a, sum b] in the low 64 bits. */
+AVX2 static INLINE __m128i hsum2(__m256i a, __m256i b) {
+    const __m256i ab = _mm256_hadd_epi32(a, b); /* [a01 a23 b01 b23 | a45 a67 b45 b67] */
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
+    return _mm_hadd_epi32(s, s);
 }
 
-/* Members in chunks: first every x_i·B_i of the chunk, then the rank-1 terms, so each loop keeps
- * its own few values in registers. */
-#define RANK1_CHUNK 64
+/* x0·b and x1·b over n values, 32 a step, the rest one by one: the two members of a pair read the
+ * same noise b. */
+AVX2 static INLINE void dot_pair(const int8_t *x0, const int8_t *x1, const int8_t *b, int32_t n, int32_t out[2]) {
+    const int8_t *const end = b + (n & ~31);
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
+    for (; b < end; b += 32, x0 += 32, x1 += 32) {
+        const __m256i vb = load(b), v0 = load(x0), v1 = load(x1);
+        acc0 = dot4_avx2(acc0, _mm256_abs_epi8(v0), _mm256_sign_epi8(vb, v0));
+        acc1 = dot4_avx2(acc1, _mm256_abs_epi8(v1), _mm256_sign_epi8(vb, v1));
+    }
+    const __m128i sums = hsum2(acc0, acc1);
+    out[0] = _mm_cvtsi128_si32(sums);
+    out[1] = _mm_extract_epi32(sums, 1);
+    for (int32_t p = n & ~31; p < n; p++, b++, x0++, x1++) out[0] += *x0 * *b, out[1] += *x1 * *b;
+}
 
+/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): row0 gains
+ * (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift; each A value is widened once for both. */
+AVX2 static INLINE void add_rank1_pair(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows,
+                                       const int32_t xb[2], __m128i count) {
+    const __m256i xb0 = _mm256_set1_epi32(xb[0]), xb1 = _mm256_set1_epi32(xb[1]);
+    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
+    for (; a < end16; a += 16, row0 += 16, row1 += 16) {
+        for (int q = 0; q < 2; q++) {
+            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + 8 * q)));
+            const __m256i t0 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count);
+            const __m256i t1 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count);
+            _mm256_storeu_si256((__m256i *)(row0 + 8 * q), _mm256_add_epi32(load32(row0 + 8 * q), t0));
+            _mm256_storeu_si256((__m256i *)(row1 + 8 * q), _mm256_sub_epi32(load32(row1 + 8 * q), t1));
+        }
+    }
+    const int32_t shift = _mm_cvtsi128_si32(count);
+    for (; a < end; a++, row0++, row1++) *row0 += (xb[0] * *a) >> shift, *row1 -= (xb[1] * *a) >> shift;
+}
+
+/* Members in antithetic pairs where they are (adjacent, the same noise, signs +1 then -1: every
+ * pair of a training step), one by one otherwise. */
 AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
                             int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
     const __m128i count = _mm_cvtsi32_si128(shift);
-    int32_t xb[RANK1_CHUNK];
-    for (int32_t first = 0; first < members; first += RANK1_CHUNK) {
-        const int32_t n = members - first < RANK1_CHUNK ? members - first : RANK1_CHUNK;
-        for (int32_t i = 0; i < n; i++)
-            xb[i] = signs[first + i] ? dot_avx2_step32(x + (int64_t)(first + i) * cols,
-                                                       noise[first + i] + noise_off + rows, cols)
-                                     : 0;
-        for (int32_t i = 0; i < n; i++) {
-            const int8_t *a = noise[first + i] + noise_off;
-            int32_t *row = acc + (int64_t)(first + i) * rows;
-            if (signs[first + i] > 0)
-                add_rank1_avx2(row, a, rows, xb[i], count, 1);
-            else if (signs[first + i] < 0)
-                add_rank1_avx2(row, a, rows, xb[i], count, -1);
+    for (int32_t i = 0; i < members;) {
+        const int8_t *a = noise[i] + noise_off;
+        const int8_t *xi = x + (int64_t)i * cols;
+        int32_t *row = acc + (int64_t)i * rows;
+        if (i + 1 < members && signs[i] > 0 && signs[i + 1] < 0 && noise[i + 1] == noise[i]) {
+            int32_t xb[2];
+            dot_pair(xi, xi + cols, a + rows, cols, xb);
+            add_rank1_pair(row, row + rows, a, rows, xb, count);
+            i += 2;
+            continue;
         }
+        if (signs[i] > 0)
+            add_rank1_avx2(row, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), count, 1);
+        else if (signs[i] < 0)
+            add_rank1_avx2(row, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), count, -1);
+        i++;
     }
 }
 
