@@ -141,14 +141,14 @@ static void shift_sat_neon(const int32_t *acc, int64_t n, int32_t sh, int8_t *ou
     const int32x4_t right = vdupq_n_s32(-sh);
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) vst1q_s8(out + j, shifted16(acc + j, right));
-    egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
+    if (j < n) egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
 }
 
 static void relu_shift_neon(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
     const int32x4_t right = vdupq_n_s32(-sh);
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) vst1q_s8(out + j, vmaxq_s8(shifted16(acc + j, right), vdupq_n_s8(0)));
-    egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
+    if (j < n) egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
 }
 
 static void residual_add_neon(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid) {
@@ -156,7 +156,7 @@ static void residual_add_neon(const int32_t *acc, int64_t n, int32_t sh, int8_t 
     int64_t j = 0;
     for (; j + 16 <= n; j += 16)
         vst1q_s8(resid + j, vmaxq_s8(vqaddq_s8(vld1q_s8(resid + j), shifted16(acc + j, right)), vdupq_n_s8(-127)));
-    egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
+    if (j < n) egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
 }
 
 /* The int32 sum saturates to int16 first: beyond +-32767, sum + bias is beyond +-127 either way. */
@@ -200,7 +200,7 @@ static void gru_update_neon(const int8_t *gate, const int8_t *cand, int64_t n, i
         vst1q_s8(hidden + j, next);
         vst1q_s8(resid + j, vmaxq_s8(vqaddq_s8(vld1q_s8(resid + j), next), vdupq_n_s8(-127)));
     }
-    egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
+    if (j < n) egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
 }
 
 /* |x| summed by pairwise widening adds (u16 lanes: at most 256 steps of 254 for hidden <= 4096),
@@ -283,7 +283,7 @@ static void perturbed_row_neon(const int8_t *w, const int8_t *b, int32_t scale, 
         vst1q_s8(out + c, sign > 0 ? narrow_i16(vaddq_s16(w_lo, t_lo), vaddq_s16(w_hi, t_hi))
                                    : narrow_i16(vsubq_s16(w_lo, t_lo), vsubq_s16(w_hi, t_hi)));
     }
-    egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
+    if (c < n) egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
 }
 
 /* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by table look-ups (tbl), 16 logits

@@ -311,7 +311,7 @@ AVX2 static void shift_sat_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_
     int64_t j = 0;
     for (; j + 32 <= n; j += 32)
         _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), SAT8_MIN));
-    egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
+    if (j < n) egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
 }
 
 AVX2 static void relu_shift_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
@@ -319,7 +319,7 @@ AVX2 static void relu_shift_avx2(const int32_t *acc, int64_t n, int32_t sh, int8
     int64_t j = 0;
     for (; j + 32 <= n; j += 32)
         _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), _mm256_setzero_si256()));
-    egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
+    if (j < n) egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
 }
 
 /* resid and the shifted value are in [-127, 127]: their saturating int8 sum, clamped, is sat8 of the sum. */
@@ -331,7 +331,7 @@ AVX2 static void residual_add_avx2(const int32_t *acc, int64_t n, int32_t sh, in
         const __m256i r = _mm256_adds_epi8(load(resid + j), v);
         _mm256_storeu_si256((__m256i *)(resid + j), _mm256_max_epi8(r, SAT8_MIN));
     }
-    egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
+    if (j < n) egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
 }
 
 /* 16 int8 -> 16 int16 */
@@ -384,6 +384,17 @@ AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax,
  * 128(g + 128) <= 32640 fit int16, and the product is (g + 128)(c - h) · 256 exactly. */
 AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t n, int8_t *hidden, int8_t *resid) {
     int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i next[2];
+        for (int q = 0; q < 2; q++) {
+            const __m256i g = cvt16(gate + j + 16 * q), c = cvt16(cand + j + 16 * q), hv = cvt16(hidden + j + 16 * q);
+            const __m256i weight = _mm256_slli_epi16(_mm256_add_epi16(g, _mm256_set1_epi16(128)), 7);
+            next[q] = _mm256_add_epi16(hv, _mm256_mulhi_epi16(_mm256_slli_epi16(_mm256_sub_epi16(c, hv), 1), weight));
+        }
+        const __m256i next8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(next[0], next[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(hidden + j), next8);
+        _mm256_storeu_si256((__m256i *)(resid + j), _mm256_max_epi8(_mm256_adds_epi8(load(resid + j), next8), SAT8_MIN));
+    }
     for (; j + 16 <= n; j += 16) {
         const __m256i g = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(gate + j)));
         const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(cand + j)));
@@ -396,7 +407,7 @@ AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t
         const __m128i r = _mm_adds_epi8(_mm_loadu_si128((const __m128i *)(resid + j)), next8);
         _mm_storeu_si128((__m128i *)(resid + j), _mm_max_epi8(r, _mm_set1_epi8(-127)));
     }
-    egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
+    if (j < n) egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
 }
 
 /* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
@@ -433,7 +444,17 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
             continue;
         }
         const __m256i inv = _mm256_set1_epi32(inv_scalar);
-        for (c = 0; c + 16 <= h; c += 16) {
+        for (c = 0; c + 32 <= h; c += 32) {
+            const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
+            const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
+            __m256i p[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw0)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw0, 1)),
+                            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw1)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw1, 1))};
+            for (int q = 0; q < 4; q++) p[q] = _mm256_srai_epi32(_mm256_mullo_epi32(p[q], inv), EGG_LN_OUT_SHIFT);
+            _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(pack_i32_i8(p[0], p[1], p[2], p[3]), SAT8_MIN));
+        }
+        for (; c + 16 <= h; c += 16) {
             const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
                                                   _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
             const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw)), inv);
@@ -549,7 +570,7 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
         const __m256i sum = sign > 0 ? _mm256_add_epi16(w16, term) : _mm256_sub_epi16(w16, term);
         _mm_storeu_si128((__m128i *)(out + c), narrow16(sum));
     }
-    egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
+    if (c < n) egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
 }
 
 /* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by byte shuffles, 32 logits a step.
