@@ -80,8 +80,8 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
 
     The step keeps every pair's noise (A and B of every tensor) and then needs either, in the
     forward pass, one workspace per running population block (activations, perturbed vectors,
-    int32 accumulators: csrc/forward.c), or in the update one tensor's transposed B plus, per
-    running task, a block of about 64K int32 votes and its rows of A (csrc/es.c).
+    int32 accumulators: csrc/forward.c), or in the update every tensor's transposed B plus, per
+    running task, a block of about 16K int32 votes and its rows of A (csrc/es.c).
     """
     layout = ref.tensor_layout(cfg)
     h, m = cfg.hidden, cfg.mlp_hidden
@@ -90,9 +90,10 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     block = min(64, -(-cfg.population // threads))
     blocks = min(threads, -(-cfg.population // block))
     workspace = block * (3 * h + m + VOCAB + cfg.layers * h + vectors + 4 * max(m, VOCAB) + 4 * h)
-    widest = max(t.cols for t in layout)
-    votes = max(65536, widest)
-    update = cfg.pairs * widest + threads * (4 * votes + cfg.pairs * max(1, votes // widest))
+    votes_per_task = 16384  # VOTES_PER_TASK in csrc/es.c
+    task_rows = max(min(t.rows, max(1, votes_per_task // t.cols)) for t in layout)
+    task_votes = max(min(t.rows, max(1, votes_per_task // t.cols)) * t.cols for t in layout)
+    update = cfg.pairs * sum(t.cols for t in layout) + threads * (4 * task_votes + cfg.pairs * task_rows)
     state = cfg.population * cfg.layers * h
     memory = 2 * ref.n_weights(cfg) * cfg.vote_memory
     return ref.n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
