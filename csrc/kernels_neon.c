@@ -245,27 +245,49 @@ static inline int32_t dot_widening(const int8_t *a, const int8_t *b, int32_t n) 
     return sum;
 }
 
-static void rank1_neon(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
-                       int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
+/* acc[0..16) += sign * ((xb · a) >> shift) for rows of one member, or of a pair with the same a
+ * (pair: row0 gains with xb0, row1 loses with xb1). */
+static inline void rank1_rows(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows, int32_t xb0, int32_t xb1,
+                              int32_t shift, int sign) {
     const int32x4_t right = vdupq_n_s32(-shift);
-    for (int32_t i = 0; i < members; i++) {
-        const int sign = signs[i];
-        if (!sign) continue;
-        const int8_t *a = noise[i] + noise_off;
-        const int32_t xb = dot_widening(x + (int64_t)i * cols, a + rows, cols);
-        int32_t *row = acc + (int64_t)i * rows;
-        int32_t r = 0;
-        for (; r + 16 <= rows; r += 16) {
-            const int8x16_t a8 = vld1q_s8(a + r);
-            const int16x8_t lo = vmovl_s8(vget_low_s8(a8)), hi = vmovl_high_s8(a8);
-            const int32x4_t a32[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
-                                      vmovl_high_s16(hi)};
-            for (int q = 0; q < 4; q++) {
-                const int32x4_t term = vshlq_s32(vmulq_n_s32(a32[q], xb), right), old = vld1q_s32(row + r + 4 * q);
-                vst1q_s32(row + r + 4 * q, sign > 0 ? vaddq_s32(old, term) : vsubq_s32(old, term));
+    int32_t r = 0;
+    for (; r + 16 <= rows; r += 16) {
+        const int8x16_t a8 = vld1q_s8(a + r);
+        const int16x8_t lo = vmovl_s8(vget_low_s8(a8)), hi = vmovl_high_s8(a8);
+        const int32x4_t a32[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
+                                  vmovl_high_s16(hi)};
+        for (int q = 0; q < 4; q++) {
+            const int32x4_t term = vshlq_s32(vmulq_n_s32(a32[q], xb0), right), old = vld1q_s32(row0 + r + 4 * q);
+            vst1q_s32(row0 + r + 4 * q, sign > 0 ? vaddq_s32(old, term) : vsubq_s32(old, term));
+            if (row1) {
+                const int32x4_t t1 = vshlq_s32(vmulq_n_s32(a32[q], xb1), right);
+                vst1q_s32(row1 + r + 4 * q, vsubq_s32(vld1q_s32(row1 + r + 4 * q), t1));
             }
         }
-        for (; r < rows; r++) row[r] += sign > 0 ? (xb * a[r]) >> shift : -((xb * a[r]) >> shift);
+    }
+    for (; r < rows; r++) {
+        row0[r] += sign > 0 ? (xb0 * a[r]) >> shift : -((xb0 * a[r]) >> shift);
+        if (row1) row1[r] -= (xb1 * a[r]) >> shift;
+    }
+}
+
+/* Antithetic pairs (adjacent members, the same noise, signs +1 then -1) share the pass over B
+ * and the widening of A. */
+static void rank1_neon(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
+                       int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
+    for (int32_t i = 0; i < members;) {
+        const int sign = signs[i];
+        const int8_t *a = noise[i] + noise_off;
+        const int8_t *xi = x + (int64_t)i * cols;
+        int32_t *row = acc + (int64_t)i * rows;
+        if (i + 1 < members && sign > 0 && signs[i + 1] < 0 && noise[i + 1] == noise[i]) {
+            const int32_t xb0 = dot_widening(xi, a + rows, cols), xb1 = dot_widening(xi + cols, a + rows, cols);
+            rank1_rows(row, row + rows, a, rows, xb0, xb1, shift, 1);
+            i += 2;
+            continue;
+        }
+        if (sign) rank1_rows(row, NULL, a, rows, dot_widening(xi, a + rows, cols), 0, shift, sign);
+        i++;
     }
 }
 
