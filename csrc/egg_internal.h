@@ -152,6 +152,12 @@ void egg_layer_norm_row(const int8_t *x, const int8_t *w, int32_t n, int8_t *out
 /* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the product fits
  * int32; smaller means need 64 bits. */
 #define EGG_LN_INT32_MIN_AVG 8
+/* sum / n for 0 <= sum < 2^20 and 1 <= n <= 4096 without a divide: multiply by the reciprocal
+ * egg_reciprocal(n) = ceil(2^40 / n), whose error n·r - 2^40 < n keeps the quotient exact there. */
+static inline uint64_t egg_reciprocal(int32_t n) { return ((1ULL << 40) + (uint64_t)n - 1) / (uint64_t)n; }
+static inline int32_t egg_divide(int32_t sum, uint64_t reciprocal) {
+    return (int32_t)(((uint64_t)sum * reciprocal) >> 40);
+}
 
 /* What "wide" means for the elementwise code: AVX2 on x86-64, where the baseline is SSE2 (the
  * x86 kernel tables are chosen only on CPUs with AVX2); the baseline elsewhere (NEON is part of

@@ -207,6 +207,7 @@ static void gru_update_neon(const int8_t *gate, const int8_t *cand, int64_t n, i
  * then the int32 path of the norm as in egg_layer_norm_row. */
 static void layer_norm_neon(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
                             int8_t *out) {
+    const uint64_t per_h = egg_reciprocal(h); /* one divide per call, not per member */
     for (int32_t i = 0; i < members; i++) {
         const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
         int8_t *oi = out + (int64_t)i * h;
@@ -215,7 +216,8 @@ static void layer_norm_neon(int32_t members, int32_t h, const int8_t *x, const i
         for (; c + 16 <= h; c += 16) sums = vpadalq_u8(sums, vreinterpretq_u8_s8(vabsq_s8(vld1q_s8(xi + c))));
         int32_t sum = (int32_t)vaddlvq_u16(sums);
         for (; c < h; c++) sum += xi[c] < 0 ? -xi[c] : xi[c];
-        const int32_t avg = sum / h < 1 ? 1 : sum / h;
+        const int32_t mean = egg_divide(sum, per_h); /* sum <= 127 * 4096 < 2^20 */
+        const int32_t avg = mean < 1 ? 1 : mean;
         if (avg < EGG_LN_INT32_MIN_AVG || h % 16) {
             egg_layer_norm_row(xi, wi, h, oi);
             continue;

@@ -413,6 +413,7 @@ AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t
 /* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
 AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
                                  int8_t *out) {
+    const uint64_t per_h = egg_reciprocal(h); /* one divide per call, not per member */
     for (int32_t i = 0; i < members; i++) {
         const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
         int8_t *oi = out + (int64_t)i * h;
@@ -423,7 +424,8 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
         const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
         int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1));
         for (; c < h; c++) sum += xi[c] < 0 ? -xi[c] : xi[c];
-        const int32_t avg = sum / h < 1 ? 1 : sum / h;
+        const int32_t mean = egg_divide(sum, per_h); /* sum <= 127 * 4096 < 2^20 */
+        const int32_t avg = mean < 1 ? 1 : mean;
         if (avg < EGG_LN_INT32_MIN_AVG) {
             egg_layer_norm_row(xi, wi, h, oi);
             continue;
