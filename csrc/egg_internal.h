@@ -109,11 +109,12 @@ typedef int32_t (*egg_dot_fn)(const int8_t *a, const int8_t *b, int32_t n);
  * bits. sat8(v) is v clamped to [-127, 127]; ">>" is an arithmetic shift. Sizes: h and rows are
  * whatever the model has (multiples of 16 in practice, any value allowed); n any count. */
 typedef struct egg_elementwise {
-    /* out[i*h + c] = round-trip of the L1 norm: x * w * (2^20 / max(1, sum|x| / h)) >> 19, saturated,
-     * for member i's x = x + i*h and w = w + i*w_stride (layer_norm() in reference.py). */
+    /* The L1 norm: out[i*h + c] = sat8(x * w * (2^20 / max(1, sum|x| / h)) >> 19) for member i's
+     * x = x + i*h and w = w + i*w_stride (layer_norm() in reference.py). */
     void (*layer_norm)(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride, int8_t *out);
     /* acc[i*rows + r] += s_i * ((x_i·B_i) * A_i[r] >> shift) for each member i with s_i = signs[i] != 0,
-     * where A_i = noise[i] + noise_off (rows values) and B_i = A_i + rows (cols values), x_i = x + i*cols. */
+     * where A_i = noise[i] + noise_off (rows values) and B_i = A_i + rows (cols values), x_i = x + i*cols;
+     * noise values are small enough (|A|, |B| <= 15) that every product fits int32. */
     void (*rank1)(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
                   int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc);
     /* out[i*h + c] = sat8((ax >> sh) + (ah >> sh) + bias[i*bias_stride + c]), index i*h + c for ax, ah. */
@@ -127,8 +128,8 @@ typedef struct egg_elementwise {
     void (*relu_shift)(const int32_t *acc, int64_t n, int32_t sh, int8_t *out);
     /* resid = sat8(resid + sat8(acc >> sh)) */
     void (*residual_add)(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid);
-    /* out[c] = sat8(w[c] + sign * ((scale * b[c]) >> shift)) for c < n, sign +1 or -1: a perturbed row of the
-     * embedding or a perturbed vector. */
+    /* out[c] = sat8(w[c] + sign * ((scale * b[c]) >> shift)) for c < n, sign +1 or -1, |scale| <= 127:
+     * a perturbed row of the embedding or a perturbed vector. */
     void (*perturbed_row)(const int8_t *w, const int8_t *b, int32_t scale, int32_t n, int32_t shift, int32_t sign,
                           int8_t *out);
     /* loss[i] = egg_token_loss_q16 of member i's 256 logits (logits + i*256) and byte targets[i]. */
