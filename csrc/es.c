@@ -285,11 +285,11 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
  * those pairs vote on it: its energy is the sum of their f^2. */
 static void embedding_energies(const update_job *job, int64_t *row_energy) {
-    for (int32_t r = 0; r < EGG_VOCAB; r++) {
-        row_energy[r] = 0;
-        for (int64_t k = 0; k < job->voters; k++)
-            if (job->present[(job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + r])
-                row_energy[r] += job->vote_sign[k] * job->vote_sign[k];
+    for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
+    for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
+        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
+        const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
+        for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] += present[r] ? energy : 0;
     }
 }
 
