@@ -153,6 +153,9 @@ void egg_layer_norm_row(const int8_t *x, const int8_t *w, int32_t n, int8_t *out
 /* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the product fits
  * int32; smaller means need 64 bits. */
 #define EGG_LN_INT32_MIN_AVG 8
+/* 2^20 / avg for every mean |x| an int8 vector can have (avg 1..128), filled when the library loads:
+ * the SIMD norms look it up instead of dividing once per member. */
+extern int32_t egg_ln_inverse[129];
 /* sum / n for 0 <= sum < 2^20 and 1 <= n <= 4096 without a divide: multiply by the reciprocal
  * egg_reciprocal(n) = ceil(2^40 / n), whose error n·r - 2^40 < n keeps the quotient exact there. */
 static inline uint64_t egg_reciprocal(int32_t n) { return ((1ULL << 40) + (uint64_t)n - 1) / (uint64_t)n; }

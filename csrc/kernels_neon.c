@@ -222,7 +222,7 @@ static void layer_norm_neon(int32_t members, int32_t h, const int8_t *x, const i
             egg_layer_norm_row(xi, wi, h, oi);
             continue;
         }
-        const int32x4_t inv = vdupq_n_s32((1 << EGG_LN_RECIP_BITS) / avg);
+        const int32x4_t inv = vdupq_n_s32(egg_ln_inverse[avg]);
         for (c = 0; c < h; c += 16) {
             const int8x16_t xv = vld1q_s8(xi + c), wv = vld1q_s8(wi + c);
             const int16x8_t lo = vmull_s8(vget_low_s8(xv), vget_low_s8(wv)), hi = vmull_high_s8(xv, wv);

@@ -36,6 +36,12 @@ void egg_layer_norm_row(const int8_t *restrict x, const int8_t *restrict w, int3
     }
 }
 
+int32_t egg_ln_inverse[129];
+
+__attribute__((constructor)) static void fill_ln_inverse(void) {
+    for (int32_t avg = 1; avg <= 128; avg++) egg_ln_inverse[avg] = (1 << EGG_LN_RECIP_BITS) / avg;
+}
+
 static void layer_norm_scalar(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
                               int8_t *out) {
     for (int32_t i = 0; i < members; i++)

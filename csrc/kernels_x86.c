@@ -430,7 +430,7 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
             egg_layer_norm_row(xi, wi, h, oi);
             continue;
         }
-        const int32_t inv_scalar = (1 << EGG_LN_RECIP_BITS) / avg;
+        const int32_t inv_scalar = egg_ln_inverse[avg];
         if (inv_scalar <= INT16_MAX) { /* mean |x| >= 33: 16-bit lanes, 32 values a step */
             /* (x·w·inv) >> 19 = ((x·w·inv) >> 16) >> 3, and vpmulhw gives the first shift exactly. */
             const __m256i inv16 = _mm256_set1_epi16((int16_t)inv_scalar);
