@@ -66,7 +66,7 @@ def test_bench_overrides_non_gemm_time_and_thread_efficiency(tmp_path) -> None:
     population-token splits into the GEMM alone and the rest; 2 threads are compared with 1."""
     report = json.loads(bench("--hidden", "48", "--layers", "2", "--mlp-ratio", "3", "--seq-len", "5",
                               "--population", "12", "--seconds", "0.3", "--threads", "2", "--schedule", "batched",
-                              "--json", cwd=tmp_path))
+                              "--thread-scaling", "--json", cwd=tmp_path))
     cfg = PRESETS["tiny"].replace(hidden=48, layers=2, mlp_ratio=3, seq_len=5, population=12, streams=6)
     assert (report["hidden"], report["layers"], report["mlp_ratio"], report["seq_len"], report["population"]) == (
         48, 2, 3, 5, 12)
@@ -78,8 +78,9 @@ def test_bench_overrides_non_gemm_time_and_thread_efficiency(tmp_path) -> None:
                         report["step_ns_per_pop_token"] - report["gemm_ns_per_pop_token"])
     assert report["one_thread_pop_tok_per_s"] > 0
     assert math.isclose(report["thread_efficiency"], report["pop_tok_per_s"] / (2 * report["one_thread_pop_tok_per_s"]))
-    one = run_bench("tiny", 0.1, 1, "batched", {"population": 4})
-    assert "thread_efficiency" not in one and one["population"] == 4
+    one = run_bench("tiny", 0.1, 1, "batched", {"population": 4}, thread_scaling=True)
+    assert "thread_efficiency" not in one and one["population"] == 4  # one thread: nothing to compare
+    assert "thread_efficiency" not in run_bench("tiny", 0.1, 2, "batched")  # not asked for
 
 
 def test_bench_refuses_a_bad_override(tmp_path) -> None:

@@ -174,13 +174,13 @@ def measured(value: float, what: str) -> float:
 
 
 def run_bench(preset: str, seconds: float, threads: int, schedule: str,
-              overrides: dict[str, int] | None = None) -> dict:
+              overrides: dict[str, int] | None = None, thread_scaling: bool = False) -> dict:
     """Benchmark ``schedule`` ("batched", "member" or "both") of ``preset`` on ``threads`` threads.
 
     ``seconds`` is the time budget of each schedule (a step is never cut short); ``overrides``
     replaces ModelConfig fields of the preset (hidden, layers, mlp_ratio, seq_len, population).
-    With more than one thread the batched schedule is also timed on one thread, for the thread
-    efficiency. Returns one flat dict: see docs/performance.md for every key.
+    With ``thread_scaling`` and more than one thread, the batched schedule is also timed on one
+    thread, for the thread efficiency. Returns one flat dict: see docs/performance.md for every key.
     """
     if schedule not in SCHEDULES:
         raise MlmError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -218,7 +218,7 @@ def run_bench(preset: str, seconds: float, threads: int, schedule: str,
             "step_ns_per_pop_token": step_ns, "gemm_ns_per_pop_token": gemm_ns,
             "non_gemm_ns_per_pop_token": step_ns - gemm_ns,
         })
-        if threads > 1:
+        if thread_scaling and threads > 1:
             one = time_steps(new_engine(cfg, 1, True), seconds)
             one_rate = cfg.population * cfg.seq_len * one.steps / one.wall
             out.update({"one_thread_pop_tok_per_s": one_rate,
@@ -305,12 +305,14 @@ def format_report(r: dict) -> str:
 @click.option("--mlp-ratio", type=int, help="Override the preset's MLP width over the model width.")
 @click.option("--seq-len", type=int, help="Override the preset's tokens per member per step.")
 @click.option("--population", type=int, help="Override the preset's members per step (streams follow if fewer).")
+@click.option("--thread-scaling", is_flag=True,
+              help="Also time the batched schedule on one thread and report the thread efficiency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 def bench_command(preset_name: str, seconds: float, threads: int, schedule: str, hidden: int | None,
                   layers: int | None, mlp_ratio: int | None, seq_len: int | None, population: int | None,
-                  as_json: bool) -> None:
+                  thread_scaling: bool, as_json: bool) -> None:
     """Time training steps and compare them with this machine's measured int8 peak."""
     overrides = {"hidden": hidden, "layers": layers, "mlp_ratio": mlp_ratio, "seq_len": seq_len,
                  "population": population}
-    result = run_bench(preset_name, seconds, threads, schedule, overrides)
+    result = run_bench(preset_name, seconds, threads, schedule, overrides, thread_scaling)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
