@@ -139,9 +139,10 @@ static void population_task(void *ctx, int64_t task) {
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
- * Every tensor's B is transposed first (in parallel, one task per tensor: voters x the sum of
- * the columns, less than the noise itself), then the row blocks of all tensors run as one
- * parallel loop, so small tensors do not leave threads idle one after another. */
+ * The row blocks of all tensors run as one parallel loop, so small tensors do not leave threads
+ * idle one after another; each task transposes its own rows of A and its tensor's B (at the
+ * small sizes a tensor is one task; with many tasks per tensor B's transposition is repeated,
+ * which costs little beside the task's votes and needs no second parallel loop). */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -156,8 +157,6 @@ typedef struct update_job {
     const int8_t *noise;       /* pairs x noise_len */
     const int32_t *voter;      /* pair index of each voter */
     const int8_t *vote_sign;   /* fitness of each voter */
-    int8_t *b_t;               /* every tensor's B, cols x voters each, from b_t_off[tensor] */
-    const int64_t *b_t_off;
     const update_task_def *tasks; /* row blocks of every tensor */
     int64_t *moved;               /* weights moved by each task */
     int failed;
@@ -223,17 +222,20 @@ static void vote_task(void *ctx, int64_t index) {
     const update_task_def *task = &job->tasks[index];
     const egg_tensor *t = &job->m->tensors[task->tensor];
     int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
+    int8_t *b_t = malloc((size_t)t->cols * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    if (!a_t || !vote) {
+    if (!a_t || !b_t || !vote) {
         job->failed = 1;
         free(a_t);
+        free(b_t);
         free(vote);
         return;
     }
     const int64_t *row_energy = t->kind == EGG_EMBEDDING ? job->row_energy : NULL;
     transpose_noise(job, t->noise_off + task->row0, task->rows, 1, row_energy ? task->row0 : -1, a_t);
-    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters,
-                               job->b_t + job->b_t_off[task->tensor], job->voters, vote, t->cols);
+    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, b_t);
+    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, b_t, job->voters, vote,
+                               t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
     int64_t moved = 0;
     for (int32_t r = 0; r < task->rows; r++) {
@@ -249,6 +251,7 @@ static void vote_task(void *ctx, int64_t index) {
     }
     job->moved[index] = moved;
     free(a_t);
+    free(b_t);
     free(vote);
 }
 
@@ -267,12 +270,6 @@ static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t 
     for (int32_t r = 0; r < t->rows; r += rows_per)
         tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
     return n;
-}
-
-static void transpose_b_task(void *ctx, int64_t tensor) {
-    update_job *job = ctx;
-    const egg_tensor *t = &job->m->tensors[tensor];
-    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, job->b_t + job->b_t_off[tensor]);
 }
 
 /* present[s * 256 + b] = 1 when byte b is one of the inputs of stream s's window. */
@@ -304,41 +301,30 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     *moved_total = 0;
     if (!voters) return 0;
 
-    int64_t n_tasks = 0, b_t_len = 0;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        const egg_tensor *ten = &m->tensors[t];
-        n_tasks += (ten->rows + rows_per_task(ten) - 1) / rows_per_task(ten);
-        b_t_len += (int64_t)ten->cols * voters;
-    }
+    int64_t n_tasks = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++)
+        n_tasks += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) / rows_per_task(&m->tensors[t]);
     int rc = -1;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    int8_t *b_t = malloc((size_t)b_t_len);
-    int64_t *b_t_off = malloc(sizeof *b_t_off * (size_t)m->n_tensors);
     update_task_def *tasks = malloc(sizeof *tasks * (size_t)n_tasks);
     int64_t *moved = calloc((size_t)n_tasks, sizeof *moved);
     uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
     int64_t embedding_energy[EGG_VOCAB];
-    if (!voter || !vote_sign || !b_t || !b_t_off || !tasks || !moved || !present) goto done;
+    if (!voter || !vote_sign || !tasks || !moved || !present) goto done;
     window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    for (int64_t t = 0, off = 0, n = 0; t < m->n_tensors; t++) {
-        b_t_off[t] = off;
-        off += (int64_t)m->tensors[t].cols * voters;
-        n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
-    }
-    update_job job = {m,       seed,  voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
-                      present, NULL,  noise,  voter,  vote_sign,                b_t,
-                      b_t_off, tasks, moved,  0};
+    for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
+    update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
+                      present, NULL, noise, voter, vote_sign, tasks, moved, 0};
     if (m->cfg.sparse_embedding_votes) {
         embedding_energies(&job, embedding_energy);
         job.row_energy = embedding_energy;
     }
-    egg_parallel_for(m->n_tensors, m->threads, transpose_b_task, &job);
     egg_parallel_for(n_tasks, m->threads, vote_task, &job);
     if (!job.failed) {
         for (int64_t i = 0; i < n_tasks; i++) *moved_total += moved[i];
@@ -348,8 +334,6 @@ done:
     if (rc) egg_set_error("out of memory in the update");
     free(voter);
     free(vote_sign);
-    free(b_t);
-    free(b_t_off);
     free(tasks);
     free(moved);
     free(present);

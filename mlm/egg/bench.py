@@ -80,8 +80,8 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
 
     The step keeps every pair's noise (A and B of every tensor) and then needs either, in the
     forward pass, one workspace per running population block (activations, perturbed vectors,
-    int32 accumulators: csrc/forward.c), or in the update every tensor's transposed B plus, per
-    running task, a block of about 16K int32 votes and its rows of A (csrc/es.c).
+    int32 accumulators: csrc/forward.c), or in the update, per running task, a block of about 16K
+    int32 votes, its rows of A and its tensor's B, transposed (csrc/es.c).
     """
     layout = ref.tensor_layout(cfg)
     h, m = cfg.hidden, cfg.mlp_hidden
@@ -93,7 +93,7 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     votes_per_task = 16384  # VOTES_PER_TASK in csrc/es.c
     task_rows = max(min(t.rows, max(1, votes_per_task // t.cols)) for t in layout)
     task_votes = max(min(t.rows, max(1, votes_per_task // t.cols)) * t.cols for t in layout)
-    update = cfg.pairs * sum(t.cols for t in layout) + threads * (4 * task_votes + cfg.pairs * task_rows)
+    update = threads * (4 * task_votes + cfg.pairs * (task_rows + max(t.cols for t in layout)))
     state = cfg.population * cfg.layers * h
     memory = 2 * ref.n_weights(cfg) * cfg.vote_memory
     return ref.n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
