@@ -8,10 +8,10 @@ Each checkout must have its core built (``python mlm/egg/_build.py`` in it). Eve
 subprocesses with that checkout first on PYTHONPATH, so both see the same machine load in
 turn. Reported per checkout: the median and the best over rounds of the step's
 population-tokens/s and of its non-GEMM wall nanoseconds per population-token (the step's time
-minus the GEMM kernel alone at the step's shapes; computed here from ``gemm_gmacs``, so
-checkouts whose bench predates that key compare too). Then the ratios B/A. Before timing,
-``scripts/step_workload.py`` trains the same steps with each build and the two hashes of
-weights, state and vote memory must agree.
+minus the GEMM kernel alone at the step's shapes, each the median or the best of its own runs;
+the GEMM's rate comes from ``gemm_gmacs``, so checkouts whose bench predates the non-GEMM keys
+compare too). Then the ratios B/A. Before timing, ``scripts/step_workload.py`` trains the same
+steps with each build and the two hashes of weights, state and vote memory must agree.
 """
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ def workload_hash(checkout: Path, name: str, threads: int, steps: int) -> str:
 
 
 def bench(checkout: Path, name: str, threads: int, seconds: float) -> tuple[float, float, str]:
-    """(population-tokens/s, non-GEMM wall ns per population-token, kernel) of one bench run."""
+    """(population-tokens/s, GEMM-alone wall ns per population-token, kernel) of one bench run."""
     report = json.loads(run(checkout, ["-m", "mlm.egg", "bench", "--preset", name, "--schedule", "batched",
                                        "--threads", str(threads), "--seconds", str(seconds), "--json"]))
-    rate = report["pop_tok_per_s"]
     gemm_ns = 1e9 * gemm_macs_per_pop_token(preset(name)) / (report["gemm_gmacs"] * 1e9)
-    return rate, 1e9 / rate - gemm_ns, report["kernel"]
+    return report["pop_tok_per_s"], gemm_ns, report["kernel"]
 
 
 def main() -> None:
@@ -76,22 +75,26 @@ def main() -> None:
         raise SystemExit("the two builds train differently: not comparable")
 
     rates: dict[str, list[float]] = {"A": [], "B": []}
-    non_gemm: dict[str, list[float]] = {"A": [], "B": []}
+    gemm: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds):
         for key, checkout in checkouts.items():
-            rate, ns, kernel = bench(checkout, args.preset, args.threads, args.seconds)
+            rate, gemm_ns, kernel = bench(checkout, args.preset, args.threads, args.seconds)
             rates[key].append(rate)
-            non_gemm[key].append(ns)
-            print(f"round {r + 1} {key} ({kernel}): {rate:12,.0f} pop-tokens/s, non-GEMM {ns:8.1f} ns/pop-token",
-                  flush=True)
-    # Other load only ever slows a run down, so on a shared machine the best run is the steadier figure.
-    for label, pick_rate, pick_ns in (("median", statistics.median, statistics.median), ("best", max, min)):
-        got = {k: (pick_rate(rates[k]), pick_ns(non_gemm[k])) for k in checkouts}
+            gemm[key].append(gemm_ns)
+            print(f"round {r + 1} {key} ({kernel}): {rate:12,.0f} pop-tokens/s, non-GEMM "
+                  f"{1e9 / rate - gemm_ns:8.1f} ns/pop-token", flush=True)
+    # Other load only ever slows a run down, so on a shared machine the fastest step and the fastest
+    # GEMM-alone run (each a best of its own) are the steadier figures beside the medians.
+    for label, pick in (("median", statistics.median), ("best", None)):
+        got = {}
+        for k in checkouts:
+            rate = pick(rates[k]) if pick else max(rates[k])
+            gemm_ns = pick(gemm[k]) if pick else min(gemm[k])
+            got[k] = (rate, 1e9 / rate - gemm_ns)
         for key, checkout in checkouts.items():
             print(f"{key} {checkout}: {label} {got[key][0]:12,.0f} pop-tokens/s, non-GEMM {got[key][1]:8.1f} ns")
         print(f"B/A ({label}): {got['B'][0] / got['A'][0]:.2f}x population-tokens/s, non-GEMM time / "
               f"{got['A'][1] / got['B'][1]:.2f}")
-
 
 if __name__ == "__main__":
     main()
