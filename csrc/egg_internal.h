@@ -88,18 +88,81 @@ int64_t egg_block_size(const egg_model *m, int64_t items);
 
 /* ---- loss (forward.c) */
 int32_t egg_log2_q16(uint64_t s);
+/* 2^(k/16) in Q16 for k = 0..15, rounded: the fractional part of the exp2 table of the loss
+ * (reference.py EXP2_FRAC_Q16). 2^(v/16) for v = logit + 128 is EGG_EXP2_FRAC[v % 16] << (v / 16). */
+#define EGG_EXP2_FRAC                                                                                       \
+    65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752, 92682, 96785, 101070, 105545, 110218, 115098, \
+        120194, 125515
+/* Q16 bits of predicting `target` from 256 logits (base-2 log-probabilities in 1/16 units), given
+ * total = the sum of 2^((logit + 128) / 16) in Q16 over the logits. */
+static inline int64_t egg_token_loss_q16(uint64_t total, int8_t target_logit) {
+    return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target_logit + 128) << 12);
+}
 
 /* ---- kernels (kernels.c + one file per instruction set) */
 /* Y[i*ldy + j] = sum_k X[i*ldx + k] * W[j*ldw + k], int8 inputs never -128. */
 typedef void (*egg_gemm_fn)(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x, int64_t ldx,
                             const int8_t *w, int64_t ldw, int32_t *y, int64_t ldy);
 typedef int32_t (*egg_dot_fn)(const int8_t *a, const int8_t *b, int32_t n);
+
+/* The elementwise work of the block forward (forward.c), over every member of a block at once.
+ * kernels_scalar.c holds the reference of each; every instruction set's version gives the same
+ * bits. sat8(v) is v clamped to [-127, 127]; ">>" is an arithmetic shift. Sizes: h and rows are
+ * whatever the model has (multiples of 16 in practice, any value allowed); n any count. */
+typedef struct egg_elementwise {
+    /* The L1 norm: out[i*h + c] = sat8(x * w * (2^20 / max(1, sum|x| / h)) >> 19) for member i's
+     * x = x + i*h and w = w + i*w_stride (layer_norm() in reference.py). */
+    void (*layer_norm)(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride, int8_t *out);
+    /* acc[i*rows + r] += s_i * ((x_i·B_i) * A_i[r] >> shift) for each member i with s_i = signs[i] != 0,
+     * where A_i = noise[i] + noise_off (rows values) and B_i = A_i + rows (cols values), x_i = x + i*cols;
+     * noise values are small enough (|A|, |B| <= 15) that every product fits int32. */
+    void (*rank1)(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
+                  int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc);
+    /* out[i*h + c] = sat8((ax >> sh) + (ah >> sh) + bias[i*bias_stride + c]), index i*h + c for ax, ah. */
+    void (*gru_combine)(int32_t members, int32_t h, const int32_t *ax, const int32_t *ah, const int8_t *bias,
+                        int64_t bias_stride, int32_t sh, int8_t *out);
+    /* next = hidden + ((gate + 128) * (cand - hidden) >> 8); hidden = next; resid = sat8(resid + next). */
+    void (*gru_update)(const int8_t *gate, const int8_t *cand, int64_t n, int8_t *hidden, int8_t *resid);
+    /* out = sat8(acc >> sh) */
+    void (*shift_sat)(const int32_t *acc, int64_t n, int32_t sh, int8_t *out);
+    /* out = acc >> sh clamped to [0, 127] */
+    void (*relu_shift)(const int32_t *acc, int64_t n, int32_t sh, int8_t *out);
+    /* resid = sat8(resid + sat8(acc >> sh)) */
+    void (*residual_add)(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid);
+    /* out[c] = sat8(w[c] + sign * ((scale * b[c]) >> shift)) for c < n, sign +1 or -1, |scale| <= 127:
+     * a perturbed row of the embedding or a perturbed vector. */
+    void (*perturbed_row)(const int8_t *w, const int8_t *b, int32_t scale, int32_t n, int32_t shift, int32_t sign,
+                          int8_t *out);
+    /* loss[i] = egg_token_loss_q16 of member i's 256 logits (logits + i*256) and byte targets[i]. */
+    void (*token_losses)(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss);
+} egg_elementwise;
+
 typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
     egg_dot_fn dot;
-    egg_forward_block_fn forward_block; /* the elementwise code around the GEMMs, for this instruction set */
+    egg_forward_block_fn forward_block; /* the rest of the block forward, compiled for this instruction set */
+    const egg_elementwise *elementwise;
 } egg_kernels;
+
+/* The reference elementwise kernels (kernels_scalar.c), and their L1 norm of one member, which the
+ * SIMD versions also use where the mean |x| is below 8 and the product needs 64 bits. */
+extern const egg_elementwise egg_elementwise_scalar;
+void egg_layer_norm_row(const int8_t *x, const int8_t *w, int32_t n, int8_t *out);
+#define EGG_LN_RECIP_BITS 20
+#define EGG_LN_OUT_SHIFT 19
+/* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the product fits
+ * int32; smaller means need 64 bits. */
+#define EGG_LN_INT32_MIN_AVG 8
+/* 2^20 / avg for every mean |x| an int8 vector can have (avg 1..128), filled when the library loads:
+ * the SIMD norms look it up instead of dividing once per member. */
+extern int32_t egg_ln_inverse[129];
+/* sum / n for 0 <= sum < 2^20 and 1 <= n <= 4096 without a divide: multiply by the reciprocal
+ * egg_reciprocal(n) = ceil(2^40 / n), whose error n·r - 2^40 < n keeps the quotient exact there. */
+static inline uint64_t egg_reciprocal(int32_t n) { return ((1ULL << 40) + (uint64_t)n - 1) / (uint64_t)n; }
+static inline int32_t egg_divide(int32_t sum, uint64_t reciprocal) {
+    return (int32_t)(((uint64_t)sum * reciprocal) >> 40);
+}
 
 /* What "wide" means for the elementwise code: AVX2 on x86-64, where the baseline is SSE2 (the
  * x86 kernel tables are chosen only on CPUs with AVX2); the baseline elsewhere (NEON is part of

@@ -21,9 +21,14 @@ static inline uint64_t stream_word(uint64_t key, int64_t i) {
 
 /* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
 void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
-    for (int64_t w = 0; w * 8 < count; w++) {
+    int64_t w = 0;
+    for (; w * 8 + 8 <= count; w++) { /* whole words: the compiler merges the 8 byte stores */
         const uint64_t word = stream_word(key, w);
-        for (int64_t j = 0; j < 8 && w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+        for (int j = 0; j < 8; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+    if (w * 8 < count) {
+        const uint64_t word = stream_word(key, w);
+        for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
     }
 }
 
@@ -145,8 +150,10 @@ static void population_task(void *ctx, int64_t task) {
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
- * Tensors go one at a time, each split into row blocks that run in parallel, so
- * the transposed noise in memory is one tensor's, not the whole model's. */
+ * The row blocks of all tensors run as one parallel loop, so small tensors do not leave threads
+ * idle one after another; each task transposes its own rows of A and its tensor's B (at the
+ * small sizes a tensor is one task; with many tasks per tensor B's transposition is repeated,
+ * which costs little beside the task's votes and needs no second parallel loop). */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -157,13 +164,12 @@ typedef struct update_job {
     uint64_t seed;
     int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
     const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
-    const int64_t *row_energy; /* the current tensor's per-row energy, or NULL: every row has `energy` */
+    const int64_t *row_energy; /* the embedding's per-row energy, or NULL: every row has `energy` */
     const int8_t *noise;       /* pairs x noise_len */
     const int32_t *voter;      /* pair index of each voter */
     const int8_t *vote_sign;   /* fitness of each voter */
-    const int8_t *b_t;         /* the current tensor's B: cols x voters */
-    const update_task_def *tasks; /* the current tensor's row blocks */
-    int64_t *moved;               /* weights moved by task slot i, summed over tensors */
+    const update_task_def *tasks; /* row blocks of every tensor */
+    int64_t *moved;               /* weights moved by each task */
     int failed;
 } update_job;
 
@@ -228,23 +234,27 @@ static void vote_task(void *ctx, int64_t index) {
     const update_task_def *task = &job->tasks[index];
     const egg_tensor *t = &job->m->tensors[task->tensor];
     int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
+    int8_t *b_t = malloc((size_t)t->cols * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    if (!a_t || !vote) {
+    if (!a_t || !b_t || !vote) {
         job->failed = 1;
         free(a_t);
+        free(b_t);
         free(vote);
         return;
     }
-    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, job->row_energy ? task->row0 : -1, a_t);
-    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, job->b_t, job->voters,
-                               vote, t->cols);
+    const int64_t *row_energy = t->kind == EGG_EMBEDDING ? job->row_energy : NULL;
+    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, row_energy ? task->row0 : -1, a_t);
+    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, b_t);
+    egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, b_t, job->voters, vote,
+                               t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
     const egg_config *c = &job->m->cfg;
     const int64_t z = tensor_z(c, t->kind, job->z);
     const int64_t decay = t->kind == EGG_NORM || t->kind == EGG_BIAS ? 0 : c->weight_decay_q8;
     int64_t moved = 0;
     for (int32_t r = 0; r < task->rows; r++) {
-        const int64_t energy = job->row_energy ? job->row_energy[task->row0 + r] : job->energy;
+        const int64_t energy = row_energy ? row_energy[task->row0 + r] : job->energy;
         const int64_t first = (int64_t)(task->row0 + r) * t->cols; /* index in the tensor */
         if (!energy) continue;
         if (job->m->vote_memory)
@@ -254,15 +264,24 @@ static void vote_task(void *ctx, int64_t index) {
             moved += apply_votes(job, key, first, vote + (int64_t)r * t->cols, t->cols, energy, z,
                                  job->m->weights + t->offset + first);
     }
-    job->moved[index] += moved;
+    job->moved[index] = moved;
     free(a_t);
+    free(b_t);
     free(vote);
 }
 
-/* Row blocks of about 64K votes: the parallel tasks of one tensor's update. */
-static int32_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
-    const int32_t rows_per = 65536 / t->cols > 0 ? 65536 / t->cols : 1;
-    int32_t n = 0;
+/* Row blocks of about 16K votes: small enough to spread a small model over many threads, big
+ * enough that each block's GEMM reads B once for many rows. */
+#define VOTES_PER_TASK 16384
+
+static int32_t rows_per_task(const egg_tensor *t) {
+    return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1;
+}
+
+/* The row blocks of tensor `tensor`, appended at tasks; returns how many. */
+static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
+    const int32_t rows_per = rows_per_task(t);
+    int64_t n = 0;
     for (int32_t r = 0; r < t->rows; r += rows_per)
         tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
     return n;
@@ -278,11 +297,11 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
  * those pairs vote on it: its energy is the sum of their f^2. */
 static void embedding_energies(const update_job *job, int64_t *row_energy) {
-    for (int32_t r = 0; r < EGG_VOCAB; r++) {
-        row_energy[r] = 0;
-        for (int64_t k = 0; k < job->voters; k++)
-            if (job->present[(job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + r])
-                row_energy[r] += job->vote_sign[k] * job->vote_sign[k];
+    for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
+    for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
+        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
+        const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
+        for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] += present[r] ? energy : 0;
     }
 }
 
@@ -297,48 +316,39 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     *moved_total = 0;
     if (!voters) return 0;
 
-    int32_t max_rows = 1, max_cols = 1;
-    for (int32_t t = 0; t < m->n_tensors; t++) {
-        if (m->tensors[t].rows > max_rows) max_rows = m->tensors[t].rows;
-        if (m->tensors[t].cols > max_cols) max_cols = m->tensors[t].cols;
-    }
+    int64_t n_tasks = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++)
+        n_tasks += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) / rows_per_task(&m->tensors[t]);
     int rc = -1;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    int8_t *b_t = malloc((size_t)max_cols * (size_t)voters);
-    update_task_def *tasks = malloc(sizeof *tasks * (size_t)max_rows);
-    int64_t *moved = calloc((size_t)max_rows, sizeof *moved);
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n_tasks);
+    int64_t *moved = calloc((size_t)n_tasks, sizeof *moved);
     uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
     int64_t embedding_energy[EGG_VOCAB];
-    if (!voter || !vote_sign || !b_t || !tasks || !moved || !present) goto done;
+    if (!voter || !vote_sign || !tasks || !moved || !present) goto done;
     window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    update_job job = {m,       seed,  voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
-                      present, NULL,  noise,  voter,  vote_sign,                b_t,
-                      tasks,   moved, 0};
-    if (m->cfg.sparse_embedding_votes) embedding_energies(&job, embedding_energy);
-    int32_t most_tasks = 0;
-    for (int32_t t = 0; t < m->n_tensors && !job.failed; t++) {
-        const egg_tensor *ten = &m->tensors[t];
-        job.row_energy = ten->kind == EGG_EMBEDDING && m->cfg.sparse_embedding_votes ? embedding_energy : NULL;
-        transpose_noise(&job, ten->noise_off + ten->rows, ten->cols, 0, -1, b_t);
-        const int32_t n_tasks = plan_tensor(ten, tasks, t);
-        if (n_tasks > most_tasks) most_tasks = n_tasks;
-        egg_parallel_for(n_tasks, m->threads, vote_task, &job);
+    for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
+    update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
+                      present, NULL, noise, voter, vote_sign, tasks, moved, 0};
+    if (m->cfg.sparse_embedding_votes) {
+        embedding_energies(&job, embedding_energy);
+        job.row_energy = embedding_energy;
     }
+    egg_parallel_for(n_tasks, m->threads, vote_task, &job);
     if (!job.failed) {
-        for (int32_t i = 0; i < most_tasks; i++) *moved_total += moved[i];
+        for (int64_t i = 0; i < n_tasks; i++) *moved_total += moved[i];
         rc = 0;
     }
 done:
     if (rc) egg_set_error("out of memory in the update");
     free(voter);
     free(vote_sign);
-    free(b_t);
     free(tasks);
     free(moved);
     free(present);

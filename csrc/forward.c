@@ -8,23 +8,6 @@
 
 _Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signed integers");
 
-#define LN_RECIP_BITS 20
-#define LN_OUT_SHIFT 19
-
-/* 2^(v/16) in Q16 for v = logit + 128 in [0, 256): the fraction 2^((v % 16)/16), shifted by v / 16.
- * One load per logit instead of a table lookup, a mask and a variable shift. */
-#define EXP2_ROW(s)                                                                                          \
-    65536ULL << (s), 68438ULL << (s), 71468ULL << (s), 74632ULL << (s), 77936ULL << (s), 81386ULL << (s),    \
-        84990ULL << (s), 88752ULL << (s), 92682ULL << (s), 96785ULL << (s), 101070ULL << (s),                \
-        105545ULL << (s), 110218ULL << (s), 115098ULL << (s), 120194ULL << (s), 125515ULL << (s)
-static const uint64_t EXP2_Q16[256] = {EXP2_ROW(0),  EXP2_ROW(1),  EXP2_ROW(2),  EXP2_ROW(3), EXP2_ROW(4),  EXP2_ROW(5),
-                                       EXP2_ROW(6),  EXP2_ROW(7),  EXP2_ROW(8),  EXP2_ROW(9), EXP2_ROW(10), EXP2_ROW(11),
-                                       EXP2_ROW(12), EXP2_ROW(13), EXP2_ROW(14), EXP2_ROW(15)};
-#undef EXP2_ROW
-
-/* int32, not int64: every caller's value fits, and 32-bit lanes vectorise on every target. */
-static inline int8_t sat8(int32_t v) { return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v); }
-
 int32_t egg_matmul_shift(const egg_model *m, int32_t cols) {
     int32_t log2 = 0;
     while ((cols >> (log2 + 1)) > 0) log2++;
@@ -33,8 +16,7 @@ int32_t egg_matmul_shift(const egg_model *m, int32_t cols) {
 
 /* log2(s) in Q16: integer part from the top bit, fraction by squaring a Q30 mantissa. */
 int32_t egg_log2_q16(uint64_t s) {
-    int32_t msb = 63;
-    while (!(s >> msb)) msb--;
+    const int32_t msb = 63 - __builtin_clzll(s); /* s > 0: at least 2^16 per logit */
     uint64_t y = msb >= 30 ? s >> (msb - 30) : s << (30 - msb);
     int32_t result = msb << EGG_LOSS_FRAC_BITS;
     for (int bit = EGG_LOSS_FRAC_BITS - 1; bit >= 0; bit--) {
@@ -47,12 +29,6 @@ int32_t egg_log2_q16(uint64_t s) {
     return result;
 }
 
-static int64_t token_loss_q16(const int8_t *logits, uint8_t target) {
-    uint64_t total = 0;
-    for (int i = 0; i < EGG_VOCAB; i++) total += EXP2_Q16[logits[i] + 128];
-    return (int64_t)egg_log2_q16(total) - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(logits[target] + 128) << 12);
-}
-
 /* The first byte with the largest logit. */
 static uint8_t likeliest_byte(const int8_t *logits) {
     int best = 0;
@@ -61,29 +37,12 @@ static uint8_t likeliest_byte(const int8_t *logits) {
     return (uint8_t)best;
 }
 
-/* A mean |x| of at least 8 keeps inv <= 2^17, so |x·w·inv| <= 127·127·2^17 < 2^31: the
- * product fits int32 (and vectorises); smaller means need 64 bits. */
-#define LN_INT32_MIN_AVG 8
-
-static void layer_norm(const int8_t *restrict x, const int8_t *restrict w, int32_t n, int8_t *restrict out) {
-    int32_t sum = 0; /* <= 127 * 4096 */
-    for (int32_t i = 0; i < n; i++) sum += x[i] < 0 ? -x[i] : x[i];
-    const int32_t avg = sum / n < 1 ? 1 : sum / n;
-    const int32_t inv = (1 << LN_RECIP_BITS) / avg;
-    if (avg >= LN_INT32_MIN_AVG) {
-        for (int32_t i = 0; i < n; i++) out[i] = sat8((x[i] * w[i] * inv) >> LN_OUT_SHIFT);
-        return;
-    }
-    for (int32_t i = 0; i < n; i++) {
-        const int64_t v = ((int64_t)x[i] * w[i] * inv) >> LN_OUT_SHIFT;
-        out[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-    }
-}
-
 /* Per-block scratch, allocated once per egg_forward_block call. */
 typedef struct workspace {
     int8_t *resid, *x, *gate, *up, *logits, *hidden, *vectors;
     int32_t *acc_x, *acc_h;
+    uint8_t *targets; /* each member's next byte */
+    int64_t *loss;    /* each member's loss on it */
 } workspace;
 
 static int workspace_alloc(workspace *w, const egg_model *m, int32_t members) {
@@ -98,8 +57,10 @@ static int workspace_alloc(workspace *w, const egg_model *m, int32_t members) {
     w->vectors = malloc(n * (size_t)m->vec_len);
     w->acc_x = malloc(n * widest * sizeof(int32_t));
     w->acc_h = malloc(n * h * sizeof(int32_t));
+    w->targets = malloc(n);
+    w->loss = malloc(n * sizeof(int64_t));
     return w->resid && w->x && w->gate && w->up && w->logits && w->hidden && w->vectors && w->acc_x &&
-                   w->acc_h
+                   w->acc_h && w->targets && w->loss
                ? 0
                : -1;
 }
@@ -114,6 +75,8 @@ static void workspace_free(workspace *w) {
     free(w->vectors);
     free(w->acc_x);
     free(w->acc_h);
+    free(w->targets);
+    free(w->loss);
 }
 
 /* Norm weights and biases with each member's perturbation applied, once per block. */
@@ -128,9 +91,9 @@ static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vect
                 memcpy(out, w, (size_t)ten->cols);
                 continue;
             }
-            const int8_t *a = b->noise[i] + ten->noise_off, *bn = a + ten->rows;
-            for (int32_t c = 0; c < ten->cols; c++)
-                out[c] = sat8(w[c] + b->signs[i] * ((a[0] * bn[c]) >> m->cfg.noise_shift));
+            const int8_t *a = b->noise[i] + ten->noise_off;
+            egg_active_kernels()->elementwise->perturbed_row(w, a + ten->rows, a[0], ten->cols, m->cfg.noise_shift,
+                                                             b->signs[i], out);
         }
     }
 }
@@ -139,31 +102,13 @@ static inline const int8_t *member_vector(const egg_model *m, const workspace *w
     return w->vectors + (int64_t)i * m->vec_len + m->tensors[tensor].vec_off;
 }
 
-/* The elementwise loops below take restrict pointers and local sizes: int8 stores may
- * alias anything, so through struct fields the compiler reloads every pointer each
- * iteration and vectorises nothing. */
-
-/* row[r] +/-= (xb * a[r]) >> shift: the rank-1 term of one member. */
-static void add_rank1(int32_t *restrict row, const int8_t *restrict a, int32_t rows, int32_t xb, int32_t shift,
-                      int8_t sign) {
-    if (sign > 0)
-        for (int32_t r = 0; r < rows; r++) row[r] += (xb * a[r]) >> shift;
-    else
-        for (int32_t r = 0; r < rows; r++) row[r] -= (xb * a[r]) >> shift;
-}
-
 /* acc[i, r] = W[r]·x_i + s_i * ((x_i·B_i) * A_i[r] >> noise_shift) for every member i. */
 static void linear_acc(const egg_model *m, const egg_block *b, int tensor, const int8_t *x, int32_t *acc) {
     const egg_tensor *t = &m->tensors[tensor];
     const int32_t rows = t->rows, cols = t->cols;
     const egg_kernels *k = egg_active_kernels();
     k->gemm(b->members, rows, cols, x, cols, m->weights + t->offset, cols, acc, rows);
-    for (int32_t i = 0; i < b->members; i++) {
-        if (!b->signs[i]) continue;
-        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + rows;
-        const int32_t xb = k->dot(x + (int64_t)i * cols, bn, cols);
-        add_rank1(acc + (int64_t)i * rows, a, rows, xb, m->cfg.noise_shift, b->signs[i]);
-    }
+    k->elementwise->rank1(b->members, rows, cols, x, b->noise, t->noise_off, b->signs, m->cfg.noise_shift, acc);
 }
 
 static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *resid) {
@@ -177,22 +122,15 @@ static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *
             memcpy(out, row, (size_t)h);
             continue;
         }
-        const int8_t *a = b->noise[i] + t->noise_off, *bn = a + t->rows;
-        const int32_t at = a[tok], shift = m->cfg.noise_shift, sign = b->signs[i];
-        for (int32_t c = 0; c < h; c++) out[c] = sat8(row[c] + sign * ((at * bn[c]) >> shift));
+        const int8_t *a = b->noise[i] + t->noise_off;
+        egg_active_kernels()->elementwise->perturbed_row(row, a + t->rows, a[tok], h, m->cfg.noise_shift, b->signs[i],
+                                                         out);
     }
 }
 
 static void norm_all(const egg_model *m, const workspace *w, int32_t members, int tensor, int8_t *out) {
-    const int32_t h = m->cfg.hidden;
-    for (int32_t i = 0; i < members; i++)
-        layer_norm(w->resid + (int64_t)i * h, member_vector(m, w, i, tensor), h, out + (int64_t)i * h);
-}
-
-/* out = sat8((ax >> sh) + (ah >> sh) + bias) over one member's h values. */
-static void gru_combine(const int32_t *restrict ax, const int32_t *restrict ah, const int8_t *restrict bias,
-                        int32_t h, int32_t sh, int8_t *restrict out) {
-    for (int32_t c = 0; c < h; c++) out[c] = sat8((ax[c] >> sh) + (ah[c] >> sh) + bias[c]);
+    egg_active_kernels()->elementwise->layer_norm(members, m->cfg.hidden, w->resid, member_vector(m, w, 0, tensor),
+                                                  m->vec_len, out);
 }
 
 /* gate or candidate: sat8((W·x >> sh) + (U·h >> sh) + bias) */
@@ -201,41 +139,13 @@ static void gru_preactivation(const egg_model *m, const egg_block *b, workspace 
     const int32_t h = m->cfg.hidden, sh = egg_matmul_shift(m, h);
     linear_acc(m, b, w_id, w->x, w->acc_x);
     linear_acc(m, b, u_id, hidden, w->acc_h);
-    for (int32_t i = 0; i < b->members; i++) {
-        const int64_t j = (int64_t)i * h;
-        gru_combine(w->acc_x + j, w->acc_h + j, member_vector(m, w, i, bias_id), h, sh, out + j);
-    }
-}
-
-/* The GRU state update and the residual add, over n values. */
-static void gru_update(const int8_t *restrict gate, const int8_t *restrict cand, int64_t n, int8_t *restrict hidden,
-                       int8_t *restrict resid) {
-    for (int64_t j = 0; j < n; j++) {
-        const int32_t hv = hidden[j];
-        const int32_t next = hv + (((gate[j] + 128) * (cand[j] - hv)) >> 8);
-        hidden[j] = (int8_t)next;
-        resid[j] = sat8(resid[j] + next);
-    }
-}
-
-/* max(sat8(acc >> sh), 0), as one clamp to [0, 127]. */
-static void relu_shift(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict out) {
-    for (int64_t j = 0; j < n; j++) {
-        const int32_t v = acc[j] >> sh;
-        out[j] = (int8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
-    }
-}
-
-static void residual_add(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict resid) {
-    for (int64_t j = 0; j < n; j++) resid[j] = sat8(resid[j] + sat8(acc[j] >> sh));
-}
-
-static void shift_sat(const int32_t *restrict acc, int64_t n, int32_t sh, int8_t *restrict out) {
-    for (int64_t j = 0; j < n; j++) out[j] = sat8(acc[j] >> sh);
+    egg_active_kernels()->elementwise->gru_combine(b->members, h, w->acc_x, w->acc_h, member_vector(m, w, 0, bias_id),
+                                                   m->vec_len, sh, out);
 }
 
 static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int32_t l) {
     const egg_layer_ids *ids = &m->layer[l];
+    const egg_elementwise *e = egg_active_kernels()->elementwise;
     const int32_t h = m->cfg.hidden, mh = h * m->cfg.mlp_ratio, n = b->members;
     int8_t *hidden = w->hidden + (int64_t)l * n * h;
 
@@ -243,21 +153,21 @@ static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int
     gru_preactivation(m, b, w, ids->w_gate, ids->u_gate, ids->b_gate, hidden, w->gate);
     int8_t *cand = w->up; /* free until the MLP below */
     gru_preactivation(m, b, w, ids->w_cand, ids->u_cand, ids->b_cand, hidden, cand);
-    gru_update(w->gate, cand, (int64_t)n * h, hidden, w->resid);
+    e->gru_update(w->gate, cand, (int64_t)n * h, hidden, w->resid);
 
     norm_all(m, w, n, ids->norm2, w->x);
     linear_acc(m, b, ids->up, w->x, w->acc_x);
     const int32_t sh_up = egg_matmul_shift(m, h), sh_down = egg_matmul_shift(m, mh);
-    relu_shift(w->acc_x, (int64_t)n * mh, sh_up, w->up);
+    e->relu_shift(w->acc_x, (int64_t)n * mh, sh_up, w->up);
     linear_acc(m, b, ids->down, w->up, w->acc_x);
-    residual_add(w->acc_x, (int64_t)n * h, sh_down, w->resid);
+    e->residual_add(w->acc_x, (int64_t)n * h, sh_down, w->resid);
 }
 
 static void head(const egg_model *m, const egg_block *b, workspace *w) {
     const int32_t sh = egg_matmul_shift(m, m->cfg.hidden);
     norm_all(m, w, b->members, m->norm_final, w->x);
     linear_acc(m, b, m->head, w->x, w->acc_x);
-    shift_sat(w->acc_x, (int64_t)b->members * EGG_VOCAB, sh, w->logits);
+    egg_active_kernels()->elementwise->shift_sat(w->acc_x, (int64_t)b->members * EGG_VOCAB, sh, w->logits);
 }
 
 static inline int forward_block(const egg_model *m, const egg_block *b) {
@@ -278,14 +188,15 @@ static inline int forward_block(const egg_model *m, const egg_block *b) {
         embed(m, b, t, w.resid);
         for (int32_t l = 0; l < layers; l++) layer_step(m, b, &w, l);
         head(m, b, &w);
+        if (b->losses || b->token_losses) {
+            for (int32_t i = 0; i < n; i++) w.targets[i] = b->tokens[i][t + 1];
+            egg_active_kernels()->elementwise->token_losses(n, w.logits, w.targets, w.loss);
+        }
         for (int32_t i = 0; i < n; i++) {
             const int8_t *logits = w.logits + (int64_t)i * EGG_VOCAB;
             const int64_t at = (int64_t)i * b->steps + t;
-            if (b->losses || b->token_losses) {
-                const int64_t loss = token_loss_q16(logits, b->tokens[i][t + 1]);
-                if (b->losses) b->losses[i] += loss;
-                if (b->token_losses) b->token_losses[at] = (int32_t)loss;
-            }
+            if (b->losses) b->losses[i] += w.loss[i];
+            if (b->token_losses) b->token_losses[at] = (int32_t)w.loss[i];
             if (b->argmax) b->argmax[at] = likeliest_byte(logits);
             if (b->logits) memcpy(b->logits + at * EGG_VOCAB, logits, EGG_VOCAB);
         }

@@ -285,7 +285,505 @@ AVX512VNNI static int32_t dot_avx512vnni(const int8_t *a, const int8_t *b, int32
     return dot_any(dot4_avx512vnni, a, b, n);
 }
 
-const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide};
-const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide};
-const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide};
+/* ---- the elementwise kernels (egg_elementwise), AVX2, shared by the three tables: integer
+ * arithmetic in the same order as kernels_scalar.c, so the same bits. Narrowing int32 to int8 goes
+ * through the saturating packs (int32 -> int16 -> int8) and a max with -127: saturating twice and
+ * then clamping to [-127, 127] equals clamping once. */
+
+#define SAT8_MIN _mm256_set1_epi8(-127)
+
+AVX2 static INLINE __m256i load32(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 32 int32 (a, b, c, d in order) -> 32 int8 in order, saturated to [-128, 127]. */
+AVX2 static INLINE __m256i pack_i32_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i abcd = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* acc[j..j+32) >> sh, saturated to [-128, 127]. */
+AVX2 static INLINE __m256i shifted32(const int32_t *acc, __m128i sh) {
+    return pack_i32_i8(_mm256_sra_epi32(load32(acc), sh), _mm256_sra_epi32(load32(acc + 8), sh),
+                       _mm256_sra_epi32(load32(acc + 16), sh), _mm256_sra_epi32(load32(acc + 24), sh));
+}
+
+AVX2 static void shift_sat_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), SAT8_MIN));
+    if (j < n) egg_elementwise_scalar.shift_sat(acc + j, n - j, sh, out + j);
+}
+
+AVX2 static void relu_shift_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32)
+        _mm256_storeu_si256((__m256i *)(out + j), _mm256_max_epi8(shifted32(acc + j, count), _mm256_setzero_si256()));
+    if (j < n) egg_elementwise_scalar.relu_shift(acc + j, n - j, sh, out + j);
+}
+
+/* resid and the shifted value are in [-127, 127]: their saturating int8 sum, clamped, is sat8 of the sum. */
+AVX2 static void residual_add_avx2(const int32_t *acc, int64_t n, int32_t sh, int8_t *resid) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m256i v = _mm256_max_epi8(shifted32(acc + j, count), SAT8_MIN);
+        const __m256i r = _mm256_adds_epi8(load(resid + j), v);
+        _mm256_storeu_si256((__m256i *)(resid + j), _mm256_max_epi8(r, SAT8_MIN));
+    }
+    if (j < n) egg_elementwise_scalar.residual_add(acc + j, n - j, sh, resid + j);
+}
+
+/* 16 int8 -> 16 int16 */
+AVX2 static INLINE __m256i cvt16(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+
+/* 16 int16 -> 16 int8, saturated, clamped to [-127, 127]. */
+AVX2 static INLINE __m128i narrow16(__m256i v) {
+    const __m128i packed = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return _mm_max_epi8(packed, _mm_set1_epi8(-127));
+}
+
+/* The int32 sum x = (ax >> sh) + (ah >> sh) saturates to int16 first: beyond +-32767, x + bias is
+ * beyond +-127 either way. */
+AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax, const int32_t *ah,
+                                  const int8_t *bias, int64_t bias_stride, int32_t sh, int8_t *out) {
+    const __m128i count = _mm_cvtsi32_si128(sh);
+    for (int32_t i = 0; i < members; i++) {
+        const int64_t row = (int64_t)i * h;
+        const int8_t *b = bias + i * bias_stride;
+        int32_t c = 0;
+        for (; c + 32 <= h; c += 32) {
+            const int32_t *x = ax + row + c, *y = ah + row + c;
+            __m256i sum[4];
+            for (int q = 0; q < 4; q++)
+                sum[q] = _mm256_add_epi32(_mm256_sra_epi32(load32(x + 8 * q), count),
+                                          _mm256_sra_epi32(load32(y + 8 * q), count));
+            /* vpackssdw interleaves the 128-bit lanes ([0-3, 8-11 | 4-7, 12-15]): vpermq restores the order */
+            const __m256i s0 = _mm256_adds_epi16(_mm256_permute4x64_epi64(_mm256_packs_epi32(sum[0], sum[1]), 0xD8),
+                                                 cvt16(b + c));
+            const __m256i s1 = _mm256_adds_epi16(_mm256_permute4x64_epi64(_mm256_packs_epi32(sum[2], sum[3]), 0xD8),
+                                                 cvt16(b + c + 16));
+            const __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi16(s0, s1), 0xD8);
+            _mm256_storeu_si256((__m256i *)(out + row + c), _mm256_max_epi8(v, SAT8_MIN));
+        }
+        for (; c + 16 <= h; c += 16) {
+            const int32_t *x = ax + row + c, *y = ah + row + c;
+            const __m256i lo = _mm256_add_epi32(_mm256_sra_epi32(load32(x), count), _mm256_sra_epi32(load32(y), count));
+            const __m256i hi =
+                _mm256_add_epi32(_mm256_sra_epi32(load32(x + 8), count), _mm256_sra_epi32(load32(y + 8), count));
+            const __m256i sum16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+            const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
+            _mm_storeu_si128((__m128i *)(out + row + c), narrow16(_mm256_adds_epi16(sum16, b16)));
+        }
+        if (c < h)
+            egg_elementwise_scalar.gru_combine(1, h - c, ax + row + c, ah + row + c, b + c, 0, sh, out + row + c);
+    }
+}
+
+/* (g + 128)(c - h) >> 8 as the high half of (2(c - h)) · (128(g + 128)): |2(c - h)| <= 508 and
+ * 128(g + 128) <= 32640 fit int16, and the product is (g + 128)(c - h) · 256 exactly. */
+AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t n, int8_t *hidden, int8_t *resid) {
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i next[2];
+        for (int q = 0; q < 2; q++) {
+            const __m256i g = cvt16(gate + j + 16 * q), c = cvt16(cand + j + 16 * q), hv = cvt16(hidden + j + 16 * q);
+            const __m256i weight = _mm256_slli_epi16(_mm256_add_epi16(g, _mm256_set1_epi16(128)), 7);
+            next[q] = _mm256_add_epi16(hv, _mm256_mulhi_epi16(_mm256_slli_epi16(_mm256_sub_epi16(c, hv), 1), weight));
+        }
+        const __m256i next8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(next[0], next[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(hidden + j), next8);
+        _mm256_storeu_si256((__m256i *)(resid + j), _mm256_max_epi8(_mm256_adds_epi8(load(resid + j), next8), SAT8_MIN));
+    }
+    for (; j + 16 <= n; j += 16) {
+        const __m256i g = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(gate + j)));
+        const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(cand + j)));
+        const __m256i hv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(hidden + j)));
+        const __m256i weight = _mm256_slli_epi16(_mm256_add_epi16(g, _mm256_set1_epi16(128)), 7);
+        const __m256i step = _mm256_mulhi_epi16(_mm256_slli_epi16(_mm256_sub_epi16(c, hv), 1), weight);
+        const __m256i next = _mm256_add_epi16(hv, step); /* between hidden and cand: in [-127, 127] */
+        const __m128i next8 = _mm_packs_epi16(_mm256_castsi256_si128(next), _mm256_extracti128_si256(next, 1));
+        _mm_storeu_si128((__m128i *)(hidden + j), next8);
+        const __m128i r = _mm_adds_epi8(_mm_loadu_si128((const __m128i *)(resid + j)), next8);
+        _mm_storeu_si128((__m128i *)(resid + j), _mm_max_epi8(r, _mm_set1_epi8(-127)));
+    }
+    if (j < n) egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
+}
+
+/* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
+AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
+                                 int8_t *out) {
+    const uint64_t per_h = egg_reciprocal(h); /* one divide per call, not per member */
+    for (int32_t i = 0; i < members; i++) {
+        const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
+        int8_t *oi = out + (int64_t)i * h;
+        __m256i sums = _mm256_setzero_si256();
+        int32_t c = 0;
+        for (; c + 32 <= h; c += 32) sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_abs_epi8(load(xi + c)),
+                                                                               _mm256_setzero_si256()));
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+        int32_t sum = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1));
+        for (; c < h; c++) sum += xi[c] < 0 ? -xi[c] : xi[c];
+        const int32_t mean = egg_divide(sum, per_h); /* sum <= 127 * 4096 < 2^20 */
+        const int32_t avg = mean < 1 ? 1 : mean;
+        if (avg < EGG_LN_INT32_MIN_AVG) {
+            egg_layer_norm_row(xi, wi, h, oi);
+            continue;
+        }
+        const int32_t inv_scalar = egg_ln_inverse[avg];
+        if (inv_scalar <= INT16_MAX) { /* mean |x| >= 33: 16-bit lanes, 32 values a step */
+            /* (x·w·inv) >> 19 = ((x·w·inv) >> 16) >> 3, and vpmulhw gives the first shift exactly. */
+            const __m256i inv16 = _mm256_set1_epi16((int16_t)inv_scalar);
+            for (c = 0; c + 32 <= h; c += 32) {
+                const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
+                const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
+                const __m256i v0 = _mm256_srai_epi16(_mm256_mulhi_epi16(xw0, inv16), EGG_LN_OUT_SHIFT - 16);
+                const __m256i v1 = _mm256_srai_epi16(_mm256_mulhi_epi16(xw1, inv16), EGG_LN_OUT_SHIFT - 16);
+                const __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi16(v0, v1), 0xD8);
+                _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(v, SAT8_MIN));
+            }
+            if (c + 16 <= h) {
+                const __m256i xw = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
+                const __m256i v = _mm256_srai_epi16(_mm256_mulhi_epi16(xw, inv16), EGG_LN_OUT_SHIFT - 16);
+                _mm_storeu_si128((__m128i *)(oi + c), narrow16(v));
+                c += 16;
+            }
+            if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
+            continue;
+        }
+        const __m256i inv = _mm256_set1_epi32(inv_scalar);
+        for (c = 0; c + 32 <= h; c += 32) {
+            const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
+            const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
+            __m256i p[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw0)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw0, 1)),
+                            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw1)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw1, 1))};
+            for (int q = 0; q < 4; q++) p[q] = _mm256_srai_epi32(_mm256_mullo_epi32(p[q], inv), EGG_LN_OUT_SHIFT);
+            _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(pack_i32_i8(p[0], p[1], p[2], p[3]), SAT8_MIN));
+        }
+        for (; c + 16 <= h; c += 16) {
+            const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
+                                                  _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
+            const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw)), inv);
+            const __m256i hi = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw, 1)), inv);
+            const __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(lo, EGG_LN_OUT_SHIFT),
+                                                 _mm256_srai_epi32(hi, EGG_LN_OUT_SHIFT));
+            _mm_storeu_si128((__m128i *)(oi + c), narrow16(_mm256_permute4x64_epi64(v, 0xD8)));
+        }
+        if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
+    }
+}
+
+/* row[r] += sign * ((xb * a[r]) >> shift) for rows r, 8 at a time; |xb · a| < 2^31 as in the scalar
+ * code. The sign is a constant of each inlined copy, and everything is read into locals: the build
+ * has -fno-strict-aliasing, so a store through row would otherwise reload the rest. */
+AVX2 static INLINE __m256i rank1_step(const int8_t *a, int32_t *row, __m256i xb, __m128i count, int sign) {
+    const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)a));
+    const __m256i term = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb), count);
+    const __m256i old = load32(row);
+    return sign > 0 ? _mm256_add_epi32(old, term) : _mm256_sub_epi32(old, term);
+}
+
+AVX2 static INLINE void add_rank1_avx2(int32_t *row, const int8_t *a, int32_t rows, int32_t xb, __m128i count,
+                                       int sign) {
+    const __m256i xbv = _mm256_set1_epi32(xb);
+    const int8_t *const end32 = a + (rows & ~31), *const end = a + rows;
+    for (; a < end32; a += 32, row += 32) { /* pointers, not an int32 index: no sign extension per step */
+        __m256i v[4];
+        for (int q = 0; q < 4; q++) v[q] = rank1_step(a + 8 * q, row + 8 * q, xbv, count, sign);
+        for (int q = 0; q < 4; q++) _mm256_storeu_si256((__m256i *)(row + 8 * q), v[q]);
+    }
+    for (; end - a >= 8; a += 8, row += 8) _mm256_storeu_si256((__m256i *)row, rank1_step(a, row, xbv, count, sign));
+    const int32_t shift = _mm_cvtsi128_si32(count);
+    for (; a < end; a++, row++) *row += sign > 0 ? (xb * *a) >> shift : -((xb * *a) >> shift);
+}
+
+/* The horizontal sums of two int32 accumulators: [sum a, sum b] in the low 64 bits. */
+AVX2 static INLINE __m128i hsum2(__m256i a, __m256i b) {
+    const __m256i ab = _mm256_hadd_epi32(a, b); /* [a01 a23 b01 b23 | a45 a67 b45 b67] */
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(ab), _mm256_extracti128_si256(ab, 1));
+    return _mm_hadd_epi32(s, s);
+}
+
+/* x0·b and x1·b over n values, 32 a step, the rest one by one: the two members of a pair read the
+ * same noise b. */
+AVX2 static INLINE void dot_pair(const int8_t *x0, const int8_t *x1, const int8_t *b, int32_t n, int32_t out[2]) {
+    const int8_t *const end = b + (n & ~31);
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
+    for (; b < end; b += 32, x0 += 32, x1 += 32) {
+        const __m256i vb = load(b), v0 = load(x0), v1 = load(x1);
+        acc0 = dot4_avx2(acc0, _mm256_abs_epi8(v0), _mm256_sign_epi8(vb, v0));
+        acc1 = dot4_avx2(acc1, _mm256_abs_epi8(v1), _mm256_sign_epi8(vb, v1));
+    }
+    const __m128i sums = hsum2(acc0, acc1);
+    out[0] = _mm_cvtsi128_si32(sums);
+    out[1] = _mm_extract_epi32(sums, 1);
+    for (int32_t p = n & ~31; p < n; p++, b++, x0++, x1++) out[0] += *x0 * *b, out[1] += *x1 * *b;
+}
+
+/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): row0 gains
+ * (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift; each A value is widened once for both. */
+AVX2 static INLINE void add_rank1_pair(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows,
+                                       const int32_t xb[2], __m128i count) {
+    const __m256i xb0 = _mm256_set1_epi32(xb[0]), xb1 = _mm256_set1_epi32(xb[1]);
+    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
+    for (; a < end16; a += 16, row0 += 16, row1 += 16) {
+        for (int q = 0; q < 2; q++) {
+            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + 8 * q)));
+            const __m256i t0 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count);
+            const __m256i t1 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count);
+            _mm256_storeu_si256((__m256i *)(row0 + 8 * q), _mm256_add_epi32(load32(row0 + 8 * q), t0));
+            _mm256_storeu_si256((__m256i *)(row1 + 8 * q), _mm256_sub_epi32(load32(row1 + 8 * q), t1));
+        }
+    }
+    const int32_t shift = _mm_cvtsi128_si32(count);
+    for (; a < end; a++, row0++, row1++) *row0 += (xb[0] * *a) >> shift, *row1 -= (xb[1] * *a) >> shift;
+}
+
+/* Members in antithetic pairs where they are (adjacent, the same noise, signs +1 then -1: every
+ * pair of a training step), one by one otherwise. */
+AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const int8_t *x, const int8_t *const *noise,
+                            int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    for (int32_t i = 0; i < members;) {
+        const int8_t *a = noise[i] + noise_off;
+        const int8_t *xi = x + (int64_t)i * cols;
+        int32_t *row = acc + (int64_t)i * rows;
+        if (i + 1 < members && signs[i] > 0 && signs[i + 1] < 0 && noise[i + 1] == noise[i]) {
+            int32_t xb[2];
+            dot_pair(xi, xi + cols, a + rows, cols, xb);
+            add_rank1_pair(row, row + rows, a, rows, xb, count);
+            i += 2;
+            continue;
+        }
+        if (signs[i] > 0)
+            add_rank1_avx2(row, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), count, 1);
+        else if (signs[i] < 0)
+            add_rank1_avx2(row, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), count, -1);
+        i++;
+    }
+}
+
+/* |scale · b| <= 127 · 127 and its shift fit int16, and so does w plus it. */
+AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t scale, int32_t n, int32_t shift,
+                                    int32_t sign, int8_t *out) {
+    const __m256i scale16 = _mm256_set1_epi16((int16_t)scale);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    int32_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
+        const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + c)));
+        const __m256i term = _mm256_sra_epi16(_mm256_mullo_epi16(b16, scale16), count);
+        const __m256i sum = sign > 0 ? _mm256_add_epi16(w16, term) : _mm256_sub_epi16(w16, term);
+        _mm_storeu_si128((__m128i *)(out + c), narrow16(sum));
+    }
+    if (c < n) egg_elementwise_scalar.perturbed_row(w + c, b + c, scale, n - c, shift, sign, out + c);
+}
+
+/* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by byte shuffles, 32 logits a step.
+ * With k = v % 16, e = v / 16 and f = EXP2_FRAC[k] = 65536 + d (d < 2^16), a term is
+ * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of 2^e by e; the
+ * bytes are paired into 16-bit lanes, and vpmullw / vpmulhuw give the low and high halves of
+ * d · 2^e (< 2^31). Sums: the high halves (< 2^15) by vpmaddwd; the low halves, unsigned, by
+ * vpmaddwd after an xor with 0x8000 (each lane then counts 32768 less, added back at the end);
+ * 2^e by vpsadbw on its two bytes. Every int32 lane adds at most 16 pair sums below 2^17. */
+AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
+    /* the low and high bytes of EGG_EXP2_FRAC[k] - 65536 */
+    const __m256i d_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0x00, 0x56, 0x2C, (char)0x88, 0x70, (char)0xEA, (char)0xFE, (char)0xB0, 0x0A, 0x11, (char)0xCE, 0x49,
+        (char)0x8A, (char)0x9A, (char)0x82, 0x4B));
+    const __m256i d_hi = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0x00, 0x0B, 0x17, 0x23, 0x30, 0x3D, 0x4B, 0x5A, 0x6A, 0x7A, (char)0x8A, (char)0x9C, (char)0xAE, (char)0xC1,
+        (char)0xD5, (char)0xEA));
+    /* the low and high bytes of 2^e, indexed by e ^ 8 = the logit's high nibble (v = logit ^ 0x80) */
+    const __m256i pow_lo = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, (char)128));
+    const __m256i pow_hi = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0));
+    const __m256i nibble = _mm256_set1_epi8(15), flip = _mm256_set1_epi16(-32768), ones = _mm256_set1_epi16(1);
+    __m256i low = _mm256_setzero_si256(), high = low, pow_sum = low;
+#pragma GCC unroll 1 /* unrolled, GCC keeps every step's sums apart and spills them */
+    for (int p = 0; p < EGG_VOCAB; p += 32) {
+        const __m256i v = load(logits + p); /* k = v % 16 is the logit's low nibble too */
+        const __m256i k = _mm256_and_si256(v, nibble), e = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+        const __m256i dl = _mm256_shuffle_epi8(d_lo, k), dh = _mm256_shuffle_epi8(d_hi, k);
+        const __m256i pl = _mm256_shuffle_epi8(pow_lo, e), ph = _mm256_shuffle_epi8(pow_hi, e);
+        pow_sum = _mm256_add_epi64(pow_sum, _mm256_sad_epu8(pl, _mm256_setzero_si256()));
+        pow_sum = _mm256_add_epi64(pow_sum, _mm256_slli_epi64(_mm256_sad_epu8(ph, _mm256_setzero_si256()), 8));
+        for (int half = 0; half < 2; half++) {
+            const __m256i d = half ? _mm256_unpackhi_epi8(dl, dh) : _mm256_unpacklo_epi8(dl, dh);
+            const __m256i q = half ? _mm256_unpackhi_epi8(pl, ph) : _mm256_unpacklo_epi8(pl, ph);
+            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_mulhi_epu16(d, q);
+            low = _mm256_add_epi32(low, _mm256_madd_epi16(_mm256_xor_si256(lo16, flip), ones));
+            high = _mm256_add_epi32(high, _mm256_madd_epi16(hi16, ones));
+        }
+    }
+    /* Both lane sums fit int32 (each lane is below 2^21 in magnitude): [low, high, low, high] */
+    __m256i sums = _mm256_hadd_epi32(low, high);
+    sums = _mm256_hadd_epi32(sums, sums);
+    const __m128i lh = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    const __m128i p2 = _mm_add_epi64(_mm256_castsi256_si128(pow_sum), _mm256_extracti128_si256(pow_sum, 1));
+    const int64_t pows = _mm_cvtsi128_si64(p2) + _mm_extract_epi64(p2, 1);
+    /* each of the 256 low halves was counted 32768 less */
+    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm_cvtsi128_si32(lh) +
+                      (((int64_t)_mm_extract_epi32(lh, 1) + pows) << 16));
+}
+
+/* egg_log2_q16 of four sums at once: the mantissa y < 2^31 before each squaring, so vpmuludq
+ * squares it exactly in 64-bit lanes. */
+AVX2 static INLINE void log2_q16_x4(const uint64_t s[4], int32_t out[4]) {
+    int64_t y0[4];
+    int32_t result[4];
+    for (int j = 0; j < 4; j++) {
+        const int32_t msb = 63 - __builtin_clzll(s[j]);
+        y0[j] = (int64_t)(msb >= 30 ? s[j] >> (msb - 30) : s[j] << (30 - msb));
+        result[j] = msb << EGG_LOSS_FRAC_BITS;
+    }
+    __m256i y = _mm256_loadu_si256((const __m256i *)y0), bits = _mm256_setzero_si256();
+    const __m256i top = _mm256_set1_epi64x((1LL << 31) - 1), one = _mm256_set1_epi64x(1);
+    for (int bit = EGG_LOSS_FRAC_BITS - 1; bit >= 0; bit--) {
+        y = _mm256_srli_epi64(_mm256_mul_epu32(y, y), 30);
+        const __m256i big = _mm256_and_si256(_mm256_cmpgt_epi64(y, top), one); /* y >= 2^31 */
+        y = _mm256_srlv_epi64(y, big);
+        bits = _mm256_or_si256(bits, _mm256_slli_epi64(big, bit));
+    }
+    int64_t b[4];
+    _mm256_storeu_si256((__m256i *)b, bits);
+    for (int j = 0; j < 4; j++) out[j] = result[j] | (int32_t)b[j];
+}
+
+AVX2 static void token_losses_avx2(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss) {
+    int32_t i = 0;
+    for (; i + 4 <= members; i += 4) {
+        uint64_t totals[4];
+        int32_t log2[4];
+        for (int j = 0; j < 4; j++) totals[j] = exp2_sum_avx2(logits + (int64_t)(i + j) * EGG_VOCAB);
+        log2_q16_x4(totals, log2);
+        for (int j = 0; j < 4; j++) {
+            const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];
+            loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);
+        }
+    }
+    for (; i < members; i++) {
+        const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
+        loss[i] = egg_token_loss_q16(exp2_sum_avx2(l), l[targets[i]]);
+    }
+}
+
+static const egg_elementwise elementwise_avx2 = {layer_norm_avx2,  rank1_avx2,      gru_combine_avx2,
+                                                 gru_update_avx2,  shift_sat_avx2,  relu_shift_avx2,
+                                                 residual_add_avx2, perturbed_row_avx2, token_losses_avx2};
+
+/* ---- AVX-512 versions of the two largest elementwise kernels, for the avx512vnni table (its CPUs
+ * have AVX-512BW and VL): the rank-1 rows 16 at a time and the loss 64 logits a step; the rest is
+ * the AVX2 code. The same arithmetic as the AVX2 versions above, on twice the lanes. */
+
+#define AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl")))
+
+AVX512 static INLINE void add_rank1_avx512(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows, int32_t xb0,
+                                           int32_t xb1, __m128i count, int sign) {
+    const __m512i x0 = _mm512_set1_epi32(xb0), x1 = _mm512_set1_epi32(xb1);
+    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
+    for (; a < end16; a += 16, row0 += 16, row1 += row1 ? 16 : 0) {
+        const __m512i a32 = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)a));
+        const __m512i t0 = _mm512_sra_epi32(_mm512_mullo_epi32(a32, x0), count), old = _mm512_loadu_si512(row0);
+        _mm512_storeu_si512(row0, sign > 0 ? _mm512_add_epi32(old, t0) : _mm512_sub_epi32(old, t0));
+        if (row1)
+            _mm512_storeu_si512(row1, _mm512_sub_epi32(_mm512_loadu_si512(row1),
+                                                       _mm512_sra_epi32(_mm512_mullo_epi32(a32, x1), count)));
+    }
+    const int32_t shift = _mm_cvtsi128_si32(count);
+    for (; a < end; a++, row0++) {
+        *row0 += sign > 0 ? (xb0 * *a) >> shift : -((xb0 * *a) >> shift);
+        if (row1) *row1++ -= (xb1 * *a) >> shift;
+    }
+}
+
+AVX512 static void rank1_avx512(int32_t members, int32_t rows, int32_t cols, const int8_t *x,
+                                const int8_t *const *noise, int64_t noise_off, const int8_t *signs, int32_t shift,
+                                int32_t *acc) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    for (int32_t i = 0; i < members;) {
+        const int8_t *a = noise[i] + noise_off;
+        const int8_t *xi = x + (int64_t)i * cols;
+        int32_t *row = acc + (int64_t)i * rows;
+        if (i + 1 < members && signs[i] > 0 && signs[i + 1] < 0 && noise[i + 1] == noise[i]) {
+            int32_t xb[2];
+            dot_pair(xi, xi + cols, a + rows, cols, xb);
+            add_rank1_avx512(row, row + rows, a, rows, xb[0], xb[1], count, 1);
+            i += 2;
+            continue;
+        }
+        if (signs[i] > 0)
+            add_rank1_avx512(row, NULL, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), 0, count, 1);
+        else if (signs[i] < 0)
+            add_rank1_avx512(row, NULL, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), 0, count, -1);
+        i++;
+    }
+}
+
+/* exp2_sum_avx2 on 512-bit vectors: each int32 lane adds at most 8 pair sums below 2^17. */
+AVX512 static INLINE uint64_t exp2_sum_avx512(const int8_t *logits) {
+    const __m512i d_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0x00, 0x56, 0x2C, (char)0x88, 0x70, (char)0xEA,
+                                                              (char)0xFE, (char)0xB0, 0x0A, 0x11, (char)0xCE, 0x49,
+                                                              (char)0x8A, (char)0x9A, (char)0x82, 0x4B));
+    const __m512i d_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(0x00, 0x0B, 0x17, 0x23, 0x30, 0x3D, 0x4B, 0x5A, 0x6A,
+                                                              0x7A, (char)0x8A, (char)0x9C, (char)0xAE, (char)0xC1,
+                                                              (char)0xD5, (char)0xEA));
+    const __m512i pow_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64,
+                                                                (char)128));
+    const __m512i pow_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0,
+                                                                0, 0));
+    const __m512i nibble = _mm512_set1_epi8(15), flip = _mm512_set1_epi16(-32768), ones = _mm512_set1_epi16(1);
+    __m512i low = _mm512_setzero_si512(), high = low, pow_sum = low;
+#pragma GCC unroll 1
+    for (int p = 0; p < EGG_VOCAB; p += 64) {
+        const __m512i v = _mm512_loadu_si512(logits + p);
+        const __m512i k = _mm512_and_si512(v, nibble), e = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        const __m512i dl = _mm512_shuffle_epi8(d_lo, k), dh = _mm512_shuffle_epi8(d_hi, k);
+        const __m512i pl = _mm512_shuffle_epi8(pow_lo, e), ph = _mm512_shuffle_epi8(pow_hi, e);
+        pow_sum = _mm512_add_epi64(pow_sum, _mm512_sad_epu8(pl, _mm512_setzero_si512()));
+        pow_sum = _mm512_add_epi64(pow_sum, _mm512_slli_epi64(_mm512_sad_epu8(ph, _mm512_setzero_si512()), 8));
+        for (int half = 0; half < 2; half++) {
+            const __m512i d = half ? _mm512_unpackhi_epi8(dl, dh) : _mm512_unpacklo_epi8(dl, dh);
+            const __m512i q = half ? _mm512_unpackhi_epi8(pl, ph) : _mm512_unpacklo_epi8(pl, ph);
+            const __m512i lo16 = _mm512_mullo_epi16(d, q), hi16 = _mm512_mulhi_epu16(d, q);
+            low = _mm512_add_epi32(low, _mm512_madd_epi16(_mm512_xor_si512(lo16, flip), ones));
+            high = _mm512_add_epi32(high, _mm512_madd_epi16(hi16, ones));
+        }
+    }
+    /* each of the 256 low halves was counted 32768 less */
+    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm512_reduce_add_epi32(low) +
+                      (((int64_t)_mm512_reduce_add_epi32(high) + _mm512_reduce_add_epi64(pow_sum)) << 16));
+}
+
+AVX512 static void token_losses_avx512(int32_t members, const int8_t *logits, const uint8_t *targets,
+                                       int64_t *loss) {
+    int32_t i = 0;
+    for (; i + 4 <= members; i += 4) {
+        uint64_t totals[4];
+        int32_t log2[4];
+        for (int j = 0; j < 4; j++) totals[j] = exp2_sum_avx512(logits + (int64_t)(i + j) * EGG_VOCAB);
+        log2_q16_x4(totals, log2);
+        for (int j = 0; j < 4; j++) {
+            const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];
+            loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);
+        }
+    }
+    for (; i < members; i++) {
+        const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
+        loss[i] = egg_token_loss_q16(exp2_sum_avx512(l), l[targets[i]]);
+    }
+}
+
+static const egg_elementwise elementwise_avx512 = {layer_norm_avx2,   rank1_avx512,       gru_combine_avx2,
+                                                   gru_update_avx2,   shift_sat_avx2,     relu_shift_avx2,
+                                                   residual_add_avx2, perturbed_row_avx2, token_losses_avx512};
+
+const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide, &elementwise_avx2};
+const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide,
+                                         &elementwise_avx2};
+const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide,
+                                            &elementwise_avx512};
 #endif

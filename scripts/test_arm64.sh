@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test the C core on arm64 without an arm64 machine, and prove it agrees with x86_64.
 #
-# Cross-compiles tests/c/test_kernels.c (every kernel against the scalar one) and
+# Cross-compiles tests/c/test_kernels.c (every kernel, GEMM, dot and elementwise, against the scalar one) and
 # tests/c/test_core.c (forward, eval and two training steps of a tiny model, hashed) for
 # aarch64 and runs them under qemu-user:
 #   +dotprod build, -cpu max         sdot chosen at compile time (as on macOS, -mcpu=apple-m1)

@@ -24,4 +24,5 @@ def test_arm64_kernels_and_core_hash_match_x86() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "MISMATCH" not in result.stdout
     assert result.stdout.count("equal to scalar") >= 8  # 2 kernels x (x86 + three arm64 runs)
+    assert result.stdout.count("elementwise cases: equal to scalar") >= 8  # the same, for the elementwise kernels
     assert "all kernels equal scalar; core hash" in result.stdout

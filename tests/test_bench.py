@@ -59,3 +59,33 @@ def test_work_and_memory_formulas() -> None:
     small = ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=1, population=2, streams=1)
     assert step_memory_bytes(small, 1) > 0
     assert step_memory_bytes(ref, 2) > 13_000_000  # at least the weights
+
+
+def test_bench_overrides_non_gemm_time_and_thread_efficiency(tmp_path) -> None:
+    """--hidden/--layers/--mlp-ratio/--seq-len/--population replace the preset's sizes; the step's time per
+    population-token splits into the GEMM alone and the rest; 2 threads are compared with 1."""
+    report = json.loads(bench("--hidden", "48", "--layers", "2", "--mlp-ratio", "3", "--seq-len", "5",
+                              "--population", "12", "--seconds", "0.3", "--threads", "2", "--schedule", "batched",
+                              "--thread-scaling", "--json", cwd=tmp_path))
+    cfg = PRESETS["tiny"].replace(hidden=48, layers=2, mlp_ratio=3, seq_len=5, population=12, streams=6)
+    assert (report["hidden"], report["layers"], report["mlp_ratio"], report["seq_len"], report["population"]) == (
+        48, 2, 3, 5, 12)
+    assert report["macs_per_pop_token"] == macs_per_pop_token(cfg)
+    assert math.isclose(report["step_ns_per_pop_token"], 1e9 / report["pop_tok_per_s"])
+    gemm_macs = 2 * (4 * 48 * 48 + 2 * 48 * 144) + 256 * 48
+    assert math.isclose(report["gemm_ns_per_pop_token"], 1e9 * gemm_macs / (report["gemm_gmacs"] * 1e9))
+    assert math.isclose(report["non_gemm_ns_per_pop_token"],
+                        report["step_ns_per_pop_token"] - report["gemm_ns_per_pop_token"])
+    assert report["one_thread_pop_tok_per_s"] > 0
+    assert math.isclose(report["thread_efficiency"], report["pop_tok_per_s"] / (2 * report["one_thread_pop_tok_per_s"]))
+    one = run_bench("tiny", 0.1, 1, "batched", {"population": 4}, thread_scaling=True)
+    assert "thread_efficiency" not in one and one["population"] == 4  # one thread: nothing to compare
+    assert "thread_efficiency" not in run_bench("tiny", 0.1, 2, "batched")  # not asked for
+
+
+def test_bench_refuses_a_bad_override(tmp_path) -> None:
+    result = run_cli("bench", "--preset", "tiny", "--hidden", "50", "--seconds", "0.1", cwd=tmp_path,
+                     env=cli_env(PYTHONPATH=str(REPO_ROOT)))
+    assert result.returncode != 0
+    err = result.stderr.decode()
+    assert "--hidden must be a positive multiple of 16 (got 50)" in err and "Traceback" not in err

@@ -165,3 +165,32 @@ def test_force_kernel_refuses_what_it_cannot_run() -> None:
     with pytest.raises(CoreError, match="unknown kernel sse9 .available: "):
         eng.force_kernel("sse9")
     assert eng.kernel_name() == before, "a refused kernel leaves the choice unchanged"
+
+
+def test_saturating_activations_match_reference(kernel: str) -> None:
+    """Full-range weights, no matmul shift to speak of and unscaled 4-bit noise: every elementwise kernel
+    (norms, gates, shifts, residual adds, rank-1 terms, the loss) works on values that saturate."""
+    cfg = ModelConfig(hidden=48, layers=2, mlp_ratio=3, seq_len=5, population=8, streams=3, noise_bits=4,
+                      noise_shift=0, threshold_z_q8=100, shift_base=0)
+    rng = np.random.default_rng(11)
+    weights = WEIGHTS["full"](cfg, rng)
+    engine = Engine(cfg)
+    engine.weights[:] = weights
+    tokens = rng.integers(0, 256, 40).astype(np.uint8)
+    _, logits = engine.forward(tokens, want_logits=True)
+    assert np.count_nonzero(np.abs(logits) == 127) > logits.size // 4, "logits saturate"
+    windows = random_windows(cfg, rng, 2)
+    got = run_steps(cfg, weights, windows)
+    state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
+    memory = np.zeros(weights.size if cfg.vote_memory else 0, dtype=np.int16)
+    w = weights
+    for step, (win, (losses, fitness, moved, new_w, new_state, new_memory)) in enumerate(zip(windows, got,
+                                                                                              strict=True)):
+        expected = ref.train_step(cfg, w, state, 9, step, win, memory)
+        w = expected["weights"]
+        assert np.array_equal(losses, expected["losses"]), f"{kernel} step {step}: losses"
+        assert np.array_equal(fitness, expected["fitness"]), f"{kernel} step {step}: fitness"
+        assert moved == expected["moved"], f"{kernel} step {step}: moved"
+        assert np.array_equal(new_w, w), f"{kernel} step {step}: weights"
+        assert np.array_equal(new_state, state.reshape(-1)), f"{kernel} step {step}: state"
+        assert np.array_equal(new_memory, memory), f"{kernel} step {step}: vote memory"

@@ -58,13 +58,31 @@ def macs_per_pop_token(cfg: ModelConfig) -> int:
     return sum(t.rows * t.cols + t.rows + t.cols for t in matrices)
 
 
+def gemm_macs_per_pop_token(cfg: ModelConfig) -> int:
+    """The part of :func:`macs_per_pop_token` that the GEMM does: rows x cols of every weight matrix."""
+    return sum(t.rows * t.cols for t in ref.tensor_layout(cfg) if t.kind not in ("embedding", "norm", "bias"))
+
+
+def bench_config(preset: str, overrides: dict[str, int] | None = None) -> ModelConfig:
+    """``preset`` with ``overrides`` (ModelConfig fields) applied and checked.
+
+    A smaller population than the preset's streams keeps one stream per pair (streams cannot
+    exceed the pairs).
+    """
+    cfg = preset_config(preset)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "population" in changes and "streams" not in changes and changes["population"] >= 2:
+        changes["streams"] = max(1, min(cfg.streams, changes["population"] // 2))
+    return cfg.replace(**changes).validate()
+
+
 def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     """Weights + vote memory + every recurrent state + the most one training step holds at once in the core.
 
     The step keeps every pair's noise (A and B of every tensor) and then needs either, in the
     forward pass, one workspace per running population block (activations, perturbed vectors,
-    int32 accumulators: csrc/forward.c), or in the update one tensor's transposed B plus, per
-    running task, a block of about 64K int32 votes and its rows of A (csrc/es.c).
+    int32 accumulators: csrc/forward.c), or in the update, per running task, a block of about 16K
+    int32 votes, its rows of A and its tensor's B, transposed (csrc/es.c).
     """
     layout = ref.tensor_layout(cfg)
     h, m = cfg.hidden, cfg.mlp_hidden
@@ -73,9 +91,10 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     block = min(64, -(-cfg.population // threads))
     blocks = min(threads, -(-cfg.population // block))
     workspace = block * (3 * h + m + VOCAB + cfg.layers * h + vectors + 4 * max(m, VOCAB) + 4 * h)
-    widest = max(t.cols for t in layout)
-    votes = max(65536, widest)
-    update = cfg.pairs * widest + threads * (4 * votes + cfg.pairs * max(1, votes // widest))
+    votes_per_task = 16384  # VOTES_PER_TASK in csrc/es.c
+    task_rows = max(min(t.rows, max(1, votes_per_task // t.cols)) for t in layout)
+    task_votes = max(min(t.rows, max(1, votes_per_task // t.cols)) * t.cols for t in layout)
+    update = threads * (4 * task_votes + cfg.pairs * (task_rows + max(t.cols for t in layout)))
     state = cfg.population * cfg.layers * h
     memory = 2 * ref.n_weights(cfg) * cfg.vote_memory
     return ref.n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
@@ -155,11 +174,14 @@ def measured(value: float, what: str) -> float:
     return value
 
 
-def run_bench(preset: str, seconds: float, threads: int, schedule: str) -> dict:
+def run_bench(preset: str, seconds: float, threads: int, schedule: str,
+              overrides: dict[str, int] | None = None, thread_scaling: bool = False) -> dict:
     """Benchmark ``schedule`` ("batched", "member" or "both") of ``preset`` on ``threads`` threads.
 
-    ``seconds`` is the time budget of each schedule (a step is never cut short). Returns one flat
-    dict: see docs/performance.md for every key.
+    ``seconds`` is the time budget of each schedule (a step is never cut short); ``overrides``
+    replaces ModelConfig fields of the preset (hidden, layers, mlp_ratio, seq_len, population).
+    With ``thread_scaling`` and more than one thread, the batched schedule is also timed on one
+    thread, for the thread efficiency. Returns one flat dict: see docs/performance.md for every key.
     """
     if schedule not in SCHEDULES:
         raise MlmError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -167,14 +189,14 @@ def run_bench(preset: str, seconds: float, threads: int, schedule: str) -> dict:
         raise MlmError(f"--threads must be at least 1 (got {threads})")
     # The core loads here, not at import: the CLI starts (and --help works) without a build.
     from mlm.egg.engine import kernel_name, lib, parallel_backend
-    cfg = preset_config(preset)
+    cfg = bench_config(preset, overrides)
     macs = macs_per_pop_token(cfg)
     short = min(2.0, max(0.2, seconds / 10))
     rss_before = peak_rss_mb()
     out: dict = {
         "preset": preset, "kernel": kernel_name(), "parallel": parallel_backend(), "threads": threads,
-        "hidden": cfg.hidden, "layers": cfg.layers, "seq_len": cfg.seq_len, "population": cfg.population,
-        "macs_per_pop_token": macs,
+        "hidden": cfg.hidden, "layers": cfg.layers, "mlp_ratio": cfg.mlp_ratio, "seq_len": cfg.seq_len,
+        "population": cfg.population, "macs_per_pop_token": macs,
     }
     peak = measured(lib.egg_peak_macs_per_second(threads, short), "the peak microkernel")
     out["peak_gmacs"] = peak / 1e9
@@ -187,13 +209,21 @@ def run_bench(preset: str, seconds: float, threads: int, schedule: str) -> dict:
         # The GEMM alone, on this engine's shapes and weights (Engine keeps the model handle private).
         gemm = measured(lib.egg_gemm_macs_per_second(engine._model, short), "the GEMM")
         del engine  # one model in memory at a time: peak RSS counts one
+        step_ns, gemm_ns = 1e9 / batched_rate, 1e9 * gemm_macs_per_pop_token(cfg) / gemm
         out.update({
             "batched_steps": timing.steps, "batched_seconds": timing.wall,
             "batched_pop_tok_per_s": batched_rate,
             "noise_fraction": timing.noise / timing.wall, "forward_fraction": timing.forward / timing.wall,
             "update_fraction": timing.update / timing.wall,
             "gemm_gmacs": gemm / 1e9, "gemm_fraction_of_peak": gemm / peak,
+            "step_ns_per_pop_token": step_ns, "gemm_ns_per_pop_token": gemm_ns,
+            "non_gemm_ns_per_pop_token": step_ns - gemm_ns,
         })
+        if thread_scaling and threads > 1:
+            one = time_steps(new_engine(cfg, 1, True), seconds)
+            one_rate = cfg.population * cfg.seq_len * one.steps / one.wall
+            out.update({"one_thread_pop_tok_per_s": one_rate,
+                        "thread_efficiency": batched_rate / (threads * one_rate)})
     if schedule in ("member", "both"):
         timing, member_rate = member_schedule(cfg, threads, seconds)
         out.update({
@@ -229,7 +259,8 @@ def format_report(r: dict) -> str:
         return f"{label:18}{rate:10,.0f} pop-tokens/s {rate * r['macs_per_pop_token'] / 1e9:8.1f} GMAC/s"
 
     lines = [
-        f"preset {r['preset']} (hidden {r['hidden']}, layers {r['layers']}, seq_len {r['seq_len']}, "
+        f"preset {r['preset']} (hidden {r['hidden']}, layers {r['layers']}, mlp_ratio {r['mlp_ratio']}, "
+        f"seq_len {r['seq_len']}, "
         f"population {r['population']}): kernel {r['kernel']}, {r['threads']} threads ({r['parallel']})",
         f"{'work':18}{r['macs_per_pop_token']:,} int8 MACs per population-token",
         f"{'peak':18}{r['peak_gmacs']:8.1f} GMAC/s (microkernel of this kernel's instructions, same threads)",
@@ -241,7 +272,12 @@ def format_report(r: dict) -> str:
             f"{'  step time':18}noise {r['noise_fraction']:.2%}, forward {r['forward_fraction']:.2%}, "
             f"update {r['update_fraction']:.2%}",
             f"{'  GEMM alone':18}{r['gemm_gmacs']:8.1f} GMAC/s {r['gemm_fraction_of_peak']:6.1%} of peak",
+            f"{'  per pop-token':18}{r['step_ns_per_pop_token']:8.1f} ns = GEMM alone {r['gemm_ns_per_pop_token']:.1f} "
+            f"+ non-GEMM {r['non_gemm_ns_per_pop_token']:.1f} (wall ns on {r['threads']} threads)",
         ]
+        if "thread_efficiency" in r:
+            lines.append(f"{'  1 thread':18}{r['one_thread_pop_tok_per_s']:10,.0f} pop-tokens/s: {r['threads']} "
+                         f"threads are {r['thread_efficiency']:.0%} of {r['threads']} x 1 thread")
     if "member_pop_tok_per_s" in r:
         lines.append(rate_line("member", r["member_pop_tok_per_s"])
                      + f" {r['member_fraction_of_peak']:6.1%} of peak ({r['member_steps']} steps of "
@@ -265,8 +301,19 @@ def format_report(r: dict) -> str:
               help="Worker threads.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="both", show_default=True,
               help="batched: population GEMMs; member: one member at a time (SIMD dot products).")
+@click.option("--hidden", type=int, help="Override the preset's model width.")
+@click.option("--layers", type=int, help="Override the preset's number of layers.")
+@click.option("--mlp-ratio", type=int, help="Override the preset's MLP width over the model width.")
+@click.option("--seq-len", type=int, help="Override the preset's tokens per member per step.")
+@click.option("--population", type=int, help="Override the preset's members per step (streams follow if fewer).")
+@click.option("--thread-scaling", is_flag=True,
+              help="Also time the batched schedule on one thread and report the thread efficiency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
-def bench_command(preset_name: str, seconds: float, threads: int, schedule: str, as_json: bool) -> None:
+def bench_command(preset_name: str, seconds: float, threads: int, schedule: str, hidden: int | None,
+                  layers: int | None, mlp_ratio: int | None, seq_len: int | None, population: int | None,
+                  thread_scaling: bool, as_json: bool) -> None:
     """Time training steps and compare them with this machine's measured int8 peak."""
-    result = run_bench(preset_name, seconds, threads, schedule)
+    overrides = {"hidden": hidden, "layers": layers, "mlp_ratio": mlp_ratio, "seq_len": seq_len,
+                 "population": population}
+    result = run_bench(preset_name, seconds, threads, schedule, overrides, thread_scaling)
     click.echo(json.dumps(result, indent=2) if as_json else format_report(result))

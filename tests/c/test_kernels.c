@@ -63,6 +63,138 @@ static void check_dot(const egg_kernels *k, int32_t n, int offset) {
     free(a), free(b);
 }
 
+/* ---- the elementwise kernels against egg_elementwise_scalar */
+
+static uint64_t next_random(void) {
+    rng += EGG_GOLDEN;
+    return egg_mix64(rng);
+}
+
+/* n values in [lo, hi]; with `extreme`, each is lo or hi. */
+static void fill_range(int8_t *p, int64_t n, int lo, int hi, int extreme) {
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (int8_t)(extreme ? (next_random() & 1 ? hi : lo) : lo + (int)(next_random() % (uint64_t)(hi - lo + 1)));
+}
+
+/* int32 accumulators: random magnitudes from a few units up to about 2^(bits-1). */
+static void fill_acc(int32_t *p, int64_t n, int bits) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t r = next_random();
+        p[i] = (int32_t)((int64_t)(r >> 32) >> (32 - (int)(r % (uint64_t)bits + 1)));
+    }
+}
+
+static int ew_failures;
+
+static void compare(const egg_kernels *k, const char *what, const void *got, const void *want, size_t bytes,
+                    int32_t size) {
+    if (memcmp(got, want, bytes) && ew_failures++ < 10)
+        fprintf(stderr, "%s %s size %d: differs from scalar\n", k->name, what, size);
+}
+
+/* Sizes: the widths models have (16, 48, 80, 64, 256), odd widths and counts the SIMD steps do not
+ * divide (1, 7, 33), members 1..3; values random or all at the extremes (saturation). */
+static int check_elementwise(const egg_kernels *k) {
+    const egg_elementwise *e = k->elementwise, *s = &egg_elementwise_scalar;
+    const int32_t sizes[] = {1, 7, 16, 33, 48, 64, 80, 256};
+    enum { MAX = 3 * 256 + 64 };
+    static int8_t a8[MAX], b8[MAX], c8[MAX], d8[MAX], out1[MAX], out2[MAX], h1[MAX], h2[MAX];
+    static int32_t acc_a[MAX], acc_b[MAX], acc1[MAX], acc2[MAX];
+    static int64_t loss1[4], loss2[4];
+    int checks = 0;
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+        for (int members = 1; members <= 3; members++)
+            for (int extreme = 0; extreme <= 1; extreme++) {
+                const int32_t h = sizes[z], n = members * h;
+                /* L1 norm: mean |x| about 63 (16-bit SIMD path), 20 (32-bit) and 4.5 (the 64-bit path). */
+                const int bounds[] = {127, 40, 9};
+                for (int range = 0; range < 3; range++, checks++) {
+                    fill_range(a8, n, -bounds[range], bounds[range], extreme);
+                    fill_range(b8, 2 * n, -127, 127, extreme);
+                    s->layer_norm(members, h, a8, b8, h + 3, out1);
+                    e->layer_norm(members, h, a8, b8, h + 3, out2);
+                    compare(k, "layer_norm", out1, out2, (size_t)n, h);
+                }
+                /* Rank-1 terms: noise in [-15, 15] (4 noise bits), signs +1, -1 and 0, shifts 0..8; members
+                 * 0 and 1 an antithetic pair (the same noise) or not. */
+                for (int shift = 0; shift <= 8; shift += 2, checks++) {
+                    const int32_t rows = h, cols = sizes[(z + 3) % 8];
+                    int8_t noise_buf[3][256 + 256 + 8];
+                    const int8_t *noise[3];
+                    const int8_t signs[3] = {1, -1, (int8_t)(extreme ? 0 : 1)};
+                    for (int i = 0; i < members; i++) {
+                        fill_range(noise_buf[i], rows + cols + 8, -15, 15, extreme);
+                        noise[i] = i == 1 && shift % 4 ? noise_buf[0] : noise_buf[i];
+                    }
+                    fill_range(a8, (int64_t)members * cols, -127, 127, extreme);
+                    fill_acc(acc1, n, 28);
+                    memcpy(acc2, acc1, sizeof(int32_t) * (size_t)n);
+                    s->rank1(members, rows, cols, a8, noise, 5, signs, shift, acc1);
+                    e->rank1(members, rows, cols, a8, noise, 5, signs, shift, acc2);
+                    compare(k, "rank1", acc1, acc2, sizeof(int32_t) * (size_t)n, h);
+                }
+                /* Perturbed rows: int8 scale and values anywhere in [-127, 127], both signs, shifts 0..16. */
+                for (int shift = 0; shift <= 16; shift += 4, checks++) {
+                    fill_range(a8, n, -127, 127, extreme);
+                    fill_range(b8, n, -127, 127, extreme);
+                    const int32_t scale = extreme ? 127 : (int32_t)(next_random() % 255) - 127;
+                    const int32_t sign = shift % 8 ? -1 : 1;
+                    s->perturbed_row(a8, b8, scale, n, shift, sign, out1);
+                    e->perturbed_row(a8, b8, scale, n, shift, sign, out2);
+                    compare(k, "perturbed_row", out1, out2, (size_t)n, h);
+                }
+                for (int sh = 0; sh <= 12; sh += 6, checks += 5) {
+                    fill_acc(acc_a, n, extreme ? 32 : 20);
+                    fill_acc(acc_b, n, extreme ? 32 : 20);
+                    fill_range(b8, 2 * n, -127, 127, extreme);
+                    s->gru_combine(members, h, acc_a, acc_b, b8, h + 1, sh, out1);
+                    e->gru_combine(members, h, acc_a, acc_b, b8, h + 1, sh, out2);
+                    compare(k, "gru_combine", out1, out2, (size_t)n, h);
+                    s->shift_sat(acc_a, n, sh, out1);
+                    e->shift_sat(acc_a, n, sh, out2);
+                    compare(k, "shift_sat", out1, out2, (size_t)n, h);
+                    s->relu_shift(acc_a, n, sh, out1);
+                    e->relu_shift(acc_a, n, sh, out2);
+                    compare(k, "relu_shift", out1, out2, (size_t)n, h);
+                    fill_range(c8, n, -127, 127, extreme);
+                    memcpy(d8, c8, (size_t)n);
+                    s->residual_add(acc_a, n, sh, c8);
+                    e->residual_add(acc_a, n, sh, d8);
+                    compare(k, "residual_add", c8, d8, (size_t)n, h);
+                    fill_range(a8, n, -127, 127, extreme); /* gate */
+                    fill_range(b8, n, -127, 127, extreme); /* candidate */
+                    fill_range(h1, n, -127, 127, extreme);
+                    memcpy(h2, h1, (size_t)n);
+                    fill_range(c8, n, -127, 127, extreme);
+                    memcpy(d8, c8, (size_t)n);
+                    s->gru_update(a8, b8, n, h1, c8);
+                    e->gru_update(a8, b8, n, h2, d8);
+                    compare(k, "gru_update hidden", h1, h2, (size_t)n, h);
+                    compare(k, "gru_update resid", c8, d8, (size_t)n, h);
+                }
+            }
+    /* The loss: random logits, all at either end, and one large logit among small ones. */
+    static int8_t logits[3 * EGG_VOCAB];
+    uint8_t targets[3];
+    for (int round = 0; round < 200; round++, checks++) {
+        const int members = 1 + round % 3;
+        fill_range(logits, members * EGG_VOCAB, -127, 127, round % 4 == 1);
+        if (round % 4 == 2) memset(logits, round % 8 == 2 ? 127 : -127, sizeof logits);
+        if (round % 4 == 3) {
+            memset(logits, -127, sizeof logits);
+            logits[round % EGG_VOCAB] = 127;
+        }
+        for (int i = 0; i < members; i++) targets[i] = (uint8_t)next_random();
+        s->token_losses(members, logits, targets, loss1);
+        e->token_losses(members, logits, targets, loss2);
+        compare(k, "token_losses", loss1, loss2, sizeof(int64_t) * (size_t)members, members);
+    }
+    printf("kernel %-8s %d elementwise cases: %s\n", k->name, checks, ew_failures ? "MISMATCH" : "equal to scalar");
+    const int bad = ew_failures != 0;
+    ew_failures = 0;
+    return bad;
+}
+
 static int check_kernel(const char *name) {
     if (egg_force_kernel(name)) {
         fprintf(stderr, "%s\n", egg_last_error());
@@ -88,7 +220,7 @@ static int check_kernel(const char *name) {
     for (int32_t n = 0; n <= 300; n++, dots++) check_dot(k, n, n % 4);
     printf("kernel %-8s %d gemm shapes, %d dot lengths: %s\n", name, gemms, dots,
            failures == before ? "equal to scalar" : "MISMATCH");
-    return failures != before;
+    return (failures != before) | check_elementwise(k);
 }
 
 int main(void) {
