@@ -30,7 +30,7 @@ import numpy as np
 
 from mlm.click_types import THREADS, FiniteFloatRange
 from mlm.egg import reference as ref
-from mlm.egg.config import PRESETS, ModelConfig
+from mlm.egg.config import PRESETS, SIZE_RANGES, ModelConfig
 from mlm.egg.config import preset as preset_config
 from mlm.errors import MlmError
 
@@ -301,11 +301,14 @@ def format_report(r: dict) -> str:
               help="Worker threads.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="both", show_default=True,
               help="batched: population GEMMs; member: one member at a time (SIMD dot products).")
-@click.option("--hidden", type=int, help="Override the preset's model width.")
-@click.option("--layers", type=int, help="Override the preset's number of layers.")
-@click.option("--mlp-ratio", type=int, help="Override the preset's MLP width over the model width.")
-@click.option("--seq-len", type=int, help="Override the preset's tokens per member per step.")
-@click.option("--population", type=int, help="Override the preset's members per step (streams follow if fewer).")
+@click.option("--hidden", type=click.IntRange(*SIZE_RANGES["hidden"]), help="Override the preset's model width.")
+@click.option("--layers", type=click.IntRange(*SIZE_RANGES["layers"]), help="Override the preset's number of layers.")
+@click.option("--mlp-ratio", type=click.IntRange(*SIZE_RANGES["mlp_ratio"]),
+              help="Override the preset's MLP width over the model width.")
+@click.option("--seq-len", type=click.IntRange(*SIZE_RANGES["seq_len"]),
+              help="Override the preset's tokens per member per step.")
+@click.option("--population", type=click.IntRange(*SIZE_RANGES["population"]),
+              help="Override the preset's members per step (streams follow if fewer).")
 @click.option("--thread-scaling", is_flag=True,
               help="Also time the batched schedule on one thread and report the thread efficiency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")

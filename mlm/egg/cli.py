@@ -15,7 +15,7 @@ from mlm import __version__
 from mlm.click_types import SEED, FiniteFloatRange
 from mlm.click_types import THREADS as THREADS_TYPE
 from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
-from mlm.egg.config import HIDDEN_MULTIPLE, MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, PRESETS, preset
+from mlm.egg.config import INT32_MAX, MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, PRESETS, SIZE_RANGES, preset
 from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
 
@@ -69,7 +69,6 @@ def size_option(flag: str, kind: click.ParamType, text: str, field: str | None =
 MAX_STEPS = 2**63 - 1
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
-INT32 = 2**31 - 1
 
 
 @main.command()
@@ -79,10 +78,10 @@ INT32 = 2**31 - 1
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="small", show_default=True,
               help="Model size and algorithm settings; flags below override it. Resuming, a --preset given "
                    "explicitly must match the checkpoint.")
-@size_option("--hidden", click.IntRange(HIDDEN_MULTIPLE, 4096), "Model width (multiple of 16).")
-@size_option("--layers", click.IntRange(1, 64), "Number of GRU+MLP blocks.")
-@size_option("--seq-len", click.IntRange(1, INT32), "Bytes per member per step.")
-@size_option("--population", click.IntRange(2, 65536), "Members per step (even: +/- pairs).")
+@size_option("--hidden", click.IntRange(*SIZE_RANGES["hidden"]), "Model width (multiple of 16).")
+@size_option("--layers", click.IntRange(*SIZE_RANGES["layers"]), "Number of GRU+MLP blocks.")
+@size_option("--seq-len", click.IntRange(*SIZE_RANGES["seq_len"]), "Bytes per member per step.")
+@size_option("--population", click.IntRange(*SIZE_RANGES["population"]), "Members per step (even: +/- pairs).")
 @size_option("--streams", click.IntRange(1, 32768), "Distinct data windows per step.")
 @size_option("--noise-bits", click.IntRange(1, 4),
              "Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
@@ -98,9 +97,9 @@ INT32 = 2**31 - 1
              "Pair fitness: sign of the loss difference times 1..levels by the rank of its size (1 = sign only).")
 @size_option("--sparse-embedding-votes", click.IntRange(0, 1),
              "1: only pairs whose window holds a byte vote on its embedding row.")
-@size_option("--z-growth", click.IntRange(0, INT32),
+@size_option("--z-growth", click.IntRange(0, INT32_MAX),
              "The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.", "z_growth_steps")
-@size_option("--alpha-decay", click.IntRange(0, INT32), "Updated fraction D/(t+D); 0 = no decay.",
+@size_option("--alpha-decay", click.IntRange(0, INT32_MAX), "Updated fraction D/(t+D); 0 = no decay.",
              "alpha_decay_steps")
 @size_option("--max-z", FiniteFloatRange(0, MAX_MEMORY_Z_Q8 / 256),
              "Ceiling of the growing threshold, in vote spreads.", "max_z_q8", 256)

@@ -22,6 +22,9 @@ MAX_THRESHOLD_Z_Q8 = 4096
 MAX_MEMORY_Z_Q8 = 32512
 #: Every field is an int32_t in the C core's egg_config.
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+#: The accepted range of each size field, for the command-line options (validate() says the same).
+SIZE_RANGES = {"hidden": (HIDDEN_MULTIPLE, 4096), "layers": (1, 64), "mlp_ratio": (1, 8), "seq_len": (1, INT32_MAX),
+               "population": (2, 65536)}
 #: Fields added after the first release, with the values that reproduce the arithmetic of runs
 #: whose stored configuration predates them: such runs resume with the rule they started with.
 LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
@@ -110,14 +113,11 @@ class ModelConfig:
         _raise_first([
             (self.hidden >= HIDDEN_MULTIPLE and self.hidden % HIDDEN_MULTIPLE == 0,
              f"--hidden must be a positive multiple of {HIDDEN_MULTIPLE} (got {self.hidden})"),
-            (self.hidden <= 4096, f"--hidden must be at most 4096 (got {self.hidden})"),
-            (1 <= self.layers <= 64, f"--layers must be between 1 and 64 (got {self.layers})"),
-            (1 <= self.mlp_ratio <= 8, f"mlp_ratio must be between 1 and 8 (got {self.mlp_ratio})"),
-            (self.seq_len >= 1, f"--seq-len must be at least 1 (got {self.seq_len})"),
-            (self.population >= 2 and self.population % 2 == 0,
-             f"--population must be a positive even number: members come in +/- pairs "
-             f"(got {self.population})"),
-            (self.population <= 65536, f"--population must be at most 65536 (got {self.population})"),
+            *[(low <= getattr(self, name) <= high,
+               f"--{name.replace('_', '-')} must be between {low} and {high} (got {getattr(self, name)})")
+              for name, (low, high) in SIZE_RANGES.items()],
+            (self.population % 2 == 0,
+             f"--population must be an even number: members come in +/- pairs (got {self.population})"),
             (1 <= self.streams <= max(1, self.pairs),
              f"streams must be between 1 and population/2 = {self.pairs} (got {self.streams})"),
             (1 <= self.noise_bits <= 4, f"noise_bits must be between 1 and 4 (got {self.noise_bits})"),
