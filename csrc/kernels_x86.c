@@ -653,23 +653,28 @@ AVX2 static INLINE void log2_q16_x4(const uint64_t s[4], int32_t out[4]) {
     for (int j = 0; j < 4; j++) out[j] = result[j] | (int32_t)b[j];
 }
 
-AVX2 static void token_losses_avx2(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss) {
-    int32_t i = 0;
-    for (; i + 4 <= members; i += 4) {
-        uint64_t totals[4];
-        int32_t log2[4];
-        for (int j = 0; j < 4; j++) totals[j] = exp2_sum_avx2(logits + (int64_t)(i + j) * EGG_VOCAB);
-        log2_q16_x4(totals, log2);
-        for (int j = 0; j < 4; j++) {
-            const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];
-            loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);
-        }
+/* TOKEN_LOSSES(NAME, TARGET, EXP2_SUM): the loss of each member's prediction, the integer log2 of four
+ * members' exp2 sums at once; one definition for every instruction set, which differ in EXP2_SUM. */
+#define TOKEN_LOSSES(NAME, TARGET, EXP2_SUM)                                                                      \
+    TARGET static void NAME(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss) {      \
+        int32_t i = 0;                                                                                          \
+        for (; i + 4 <= members; i += 4) {                                                                      \
+            uint64_t totals[4];                                                                                 \
+            int32_t log2[4];                                                                                    \
+            for (int j = 0; j < 4; j++) totals[j] = EXP2_SUM(logits + (int64_t)(i + j) * EGG_VOCAB);            \
+            log2_q16_x4(totals, log2);                                                                          \
+            for (int j = 0; j < 4; j++) {                                                                       \
+                const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];                    \
+                loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);  \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (; i < members; i++) {                                                                              \
+            const int8_t *l = logits + (int64_t)i * EGG_VOCAB;                                                  \
+            loss[i] = egg_token_loss_q16(EXP2_SUM(l), l[targets[i]]);                                           \
+        }                                                                                                       \
     }
-    for (; i < members; i++) {
-        const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
-        loss[i] = egg_token_loss_q16(exp2_sum_avx2(l), l[targets[i]]);
-    }
-}
+
+TOKEN_LOSSES(token_losses_avx2, AVX2, exp2_sum_avx2)
 
 static const egg_elementwise elementwise_avx2 = {layer_norm_avx2,  rank1_avx2,      gru_combine_avx2,
                                                  gru_update_avx2,  shift_sat_avx2,  relu_shift_avx2,
@@ -758,24 +763,7 @@ AVX512 static INLINE uint64_t exp2_sum_avx512(const int8_t *logits) {
                       (((int64_t)_mm512_reduce_add_epi32(high) + _mm512_reduce_add_epi64(pow_sum)) << 16));
 }
 
-AVX512 static void token_losses_avx512(int32_t members, const int8_t *logits, const uint8_t *targets,
-                                       int64_t *loss) {
-    int32_t i = 0;
-    for (; i + 4 <= members; i += 4) {
-        uint64_t totals[4];
-        int32_t log2[4];
-        for (int j = 0; j < 4; j++) totals[j] = exp2_sum_avx512(logits + (int64_t)(i + j) * EGG_VOCAB);
-        log2_q16_x4(totals, log2);
-        for (int j = 0; j < 4; j++) {
-            const int8_t target = logits[(int64_t)(i + j) * EGG_VOCAB + targets[i + j]];
-            loss[i + j] = (int64_t)log2[j] - (16 << EGG_LOSS_FRAC_BITS) - ((int64_t)(target + 128) << 12);
-        }
-    }
-    for (; i < members; i++) {
-        const int8_t *l = logits + (int64_t)i * EGG_VOCAB;
-        loss[i] = egg_token_loss_q16(exp2_sum_avx512(l), l[targets[i]]);
-    }
-}
+TOKEN_LOSSES(token_losses_avx512, AVX512, exp2_sum_avx512)
 
 static const egg_elementwise elementwise_avx512 = {layer_norm_avx2,   rank1_avx512,       gru_combine_avx2,
                                                    gru_update_avx2,   shift_sat_avx2,     relu_shift_avx2,

@@ -85,15 +85,13 @@ def random_windows(cfg: ModelConfig, rng: np.random.Generator, steps: int) -> li
     return [rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8) for _ in range(steps)]
 
 
-@pytest.mark.parametrize("weights", list(WEIGHTS))
-@pytest.mark.parametrize("cfg", CONFIGS, ids=cfg_id)
-def test_kernel_matches_reference(kernel: str, cfg: ModelConfig, weights: str) -> None:
-    rng = np.random.default_rng(cfg.hidden * 7 + cfg.population)
-    w = WEIGHTS[weights](cfg, rng)
-    windows = random_windows(cfg, rng, 2)
-    got = run_steps(cfg, w, windows)
+def assert_steps_match_reference(cfg: ModelConfig, weights: np.ndarray, windows: list[np.ndarray],
+                                 kernel: str) -> None:
+    """The core's steps from ``weights`` over ``windows`` equal the numpy reference's, output for output."""
+    got = run_steps(cfg, weights, windows)
     state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
-    memory = np.zeros(w.size if cfg.vote_memory else 0, dtype=np.int16)
+    memory = np.zeros(weights.size if cfg.vote_memory else 0, dtype=np.int16)
+    w = weights
     for step, (win, (losses, fitness, moved, new_w, new_state, new_memory)) in enumerate(zip(windows, got,
                                                                                               strict=True)):
         expected = ref.train_step(cfg, w, state, 9, step, win, memory)
@@ -104,6 +102,15 @@ def test_kernel_matches_reference(kernel: str, cfg: ModelConfig, weights: str) -
         assert np.array_equal(new_w, w), f"{kernel} step {step}: weights"
         assert np.array_equal(new_state, state.reshape(-1)), f"{kernel} step {step}: state"
         assert np.array_equal(new_memory, memory), f"{kernel} step {step}: vote memory"
+
+
+@pytest.mark.parametrize("weights", list(WEIGHTS))
+@pytest.mark.parametrize("cfg", CONFIGS, ids=cfg_id)
+def test_kernel_matches_reference(kernel: str, cfg: ModelConfig, weights: str) -> None:
+    rng = np.random.default_rng(cfg.hidden * 7 + cfg.population)
+    w = WEIGHTS[weights](cfg, rng)
+    windows = random_windows(cfg, rng, 2)
+    assert_steps_match_reference(cfg, w, windows, kernel)
 
 
 def test_schedules_threads_and_kernels_agree() -> None:
@@ -180,17 +187,4 @@ def test_saturating_activations_match_reference(kernel: str) -> None:
     _, logits = engine.forward(tokens, want_logits=True)
     assert np.count_nonzero(np.abs(logits) == 127) > logits.size // 4, "logits saturate"
     windows = random_windows(cfg, rng, 2)
-    got = run_steps(cfg, weights, windows)
-    state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
-    memory = np.zeros(weights.size if cfg.vote_memory else 0, dtype=np.int16)
-    w = weights
-    for step, (win, (losses, fitness, moved, new_w, new_state, new_memory)) in enumerate(zip(windows, got,
-                                                                                              strict=True)):
-        expected = ref.train_step(cfg, w, state, 9, step, win, memory)
-        w = expected["weights"]
-        assert np.array_equal(losses, expected["losses"]), f"{kernel} step {step}: losses"
-        assert np.array_equal(fitness, expected["fitness"]), f"{kernel} step {step}: fitness"
-        assert moved == expected["moved"], f"{kernel} step {step}: moved"
-        assert np.array_equal(new_w, w), f"{kernel} step {step}: weights"
-        assert np.array_equal(new_state, state.reshape(-1)), f"{kernel} step {step}: state"
-        assert np.array_equal(new_memory, memory), f"{kernel} step {step}: vote memory"
+    assert_steps_match_reference(cfg, weights, windows, kernel)
