@@ -56,7 +56,7 @@ def main() -> None:
 
     settings = parse_settings(args.set)
     start = read_checkpoint(args.start) if args.start else None
-    config = (start.config if start else preset(args.preset)).replace(**settings).validate()
+    config = (start.config if start else preset(args.preset)).overridden(**settings).validate()
     corpus = load_corpus(args.data)
     engine = Engine(config, threads=args.threads)
     if start:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from mlm.egg.config import preset
 
 
 def assert_one_line_error(result, *needles: str) -> None:
@@ -155,3 +156,13 @@ def test_runs_from_inside_the_source_checkout() -> None:
     checkout = Path(__file__).resolve().parents[1]
     result = run_cli("info", cwd=checkout, check=True)
     assert b"kernel" in result.stdout
+
+
+@pytest.mark.parametrize(("population", "streams"), [(256, 128), (2048, 1024), (6, 3)])
+def test_a_new_population_takes_the_windows_that_fit_it(tmp_path: Path, population: int, streams: int) -> None:
+    """`small` has one window per pair: --population alone keeps that, where a fixed 512 would be refused."""
+    result = run_cli("train", "--population", str(population), "--steps", "1", "--sample-every", "0",
+                     "--run-dir", "r", cwd=tmp_path, check=True)
+    config = json.loads(run_cli("ckpt", "show", "r/egg.ckpt.0", "--json", cwd=tmp_path, check=True).stdout)["config"]
+    assert (config["population"], config["streams"]) == (population, streams), result.stdout
+    assert preset("tiny").overridden(population=population).streams == min(8, population // 2)

@@ -64,16 +64,8 @@ def gemm_macs_per_pop_token(cfg: ModelConfig) -> int:
 
 
 def bench_config(preset: str, overrides: dict[str, int] | None = None) -> ModelConfig:
-    """``preset`` with ``overrides`` (ModelConfig fields) applied and checked.
-
-    A smaller population than the preset's streams keeps one stream per pair (streams cannot
-    exceed the pairs).
-    """
-    cfg = preset_config(preset)
-    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "population" in changes and "streams" not in changes and changes["population"] >= 2:
-        changes["streams"] = max(1, min(cfg.streams, changes["population"] // 2))
-    return cfg.replace(**changes).validate()
+    """``preset`` with ``overrides`` (ModelConfig fields) applied as ``train`` applies them, and checked."""
+    return preset_config(preset).overridden(**(overrides or {})).validate()
 
 
 def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
@@ -308,7 +300,7 @@ def format_report(r: dict) -> str:
 @click.option("--seq-len", type=click.IntRange(*SIZE_RANGES["seq_len"]),
               help="Override the preset's tokens per member per step.")
 @click.option("--population", type=click.IntRange(*SIZE_RANGES["population"]),
-              help="Override the preset's members per step (streams follow if fewer).")
+              help="Override the preset's members per step (the data windows follow, as in train).")
 @click.option("--thread-scaling", is_flag=True,
               help="Also time the batched schedule on one thread and report the thread efficiency.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")

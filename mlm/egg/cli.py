@@ -81,7 +81,8 @@ NON_NEGATIVE = click.IntRange(min=0)
 @size_option("--hidden", click.IntRange(*SIZE_RANGES["hidden"]), "Model width (multiple of 16).")
 @size_option("--layers", click.IntRange(*SIZE_RANGES["layers"]), "Number of GRU+MLP blocks.")
 @size_option("--seq-len", click.IntRange(*SIZE_RANGES["seq_len"]), "Bytes per member per step.")
-@size_option("--population", click.IntRange(*SIZE_RANGES["population"]), "Members per step (even: +/- pairs).")
+@size_option("--population", click.IntRange(*SIZE_RANGES["population"]),
+             "Members per step (even: +/- pairs); without --streams the data windows follow it.")
 @size_option("--streams", click.IntRange(1, 32768), "Distinct data windows per step.")
 @size_option("--noise-bits", click.IntRange(1, 4),
              "Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
@@ -175,7 +176,7 @@ def train_settings(options: dict, preset_given: bool) -> TrainSettings:
     steps, time_budget = o["steps"], o["time_budget"]
     if steps is None and time_budget is None:
         time_budget = DEFAULT_TIME_BUDGET
-    config = preset(o["preset_name"]).replace(**explicit).validate()
+    config = preset(o["preset_name"]).overridden(**explicit).validate()
     return TrainSettings(
         config=config, run_dir=o["run_dir"], data=o["data"], explicit=explicit,
         preset_name=o["preset_name"] if preset_given else None, seed=1 if o["seed"] is None else o["seed"],

@@ -100,6 +100,15 @@ class ModelConfig:
         """Return a copy with the non-None ``changes`` applied."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def overridden(self, **changes: int | None) -> ModelConfig:
+        """``replace`` for a user's overrides of a preset: a new population without new streams takes
+        the windows that fit it (one per pair when the preset has one per pair, never more than the pairs)."""
+        population, streams = changes.get("population"), changes.get("streams")
+        if population is not None and streams is None and population >= 2:
+            pairs = population // 2
+            changes["streams"] = pairs if self.streams == self.pairs else max(1, min(self.streams, pairs))
+        return self.replace(**changes)
+
     def validate(self) -> ModelConfig:
         """Raise :class:`MlmError` naming the first nonsensical value and its fix.
 
