@@ -71,9 +71,9 @@ static int64_t scaled_vote(int64_t vote, int64_t spread) {
 /* The rule's largest threshold: see EGG_MEMORY_MAX_Z_Q8. */
 static int64_t largest_z(const egg_config *c) { return c->vote_memory ? EGG_MEMORY_MAX_Z_Q8 : EGG_MAX_Z_Q8; }
 
-/* The threshold of tensor kind `kind` when the matrices' is z: vectors scale it by vector_z_q8 / 256. */
-static int64_t tensor_z(const egg_config *c, enum egg_kind kind, int64_t z) {
-    if (kind != EGG_NORM && kind != EGG_BIAS) return z;
+/* The threshold of a tensor when the matrices' is z: vectors (norms, biases) scale it by vector_z_q8 / 256. */
+static int64_t tensor_z(const egg_config *c, int vector, int64_t z) {
+    if (!vector) return z;
     const int64_t scaled = z * c->vector_z_q8 / 256;
     return scaled < largest_z(c) ? scaled : largest_z(c);
 }
@@ -250,8 +250,9 @@ static void vote_task(void *ctx, int64_t index) {
                                t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
     const egg_config *c = &job->m->cfg;
-    const int64_t z = tensor_z(c, t->kind, job->z);
-    const int64_t decay = t->kind == EGG_NORM || t->kind == EGG_BIAS ? 0 : c->weight_decay_q8;
+    const int vector = t->vec_off >= 0; /* norms and biases: no decay, their own threshold */
+    const int64_t z = tensor_z(c, vector, job->z);
+    const int64_t decay = vector ? 0 : c->weight_decay_q8;
     int64_t moved = 0;
     for (int32_t r = 0; r < task->rows; r++) {
         const int64_t energy = row_energy ? row_energy[task->row0 + r] : job->energy;
