@@ -39,6 +39,8 @@ typedef struct egg_config {
                                   step (1/256 spreads), pulling it towards 0; 0 = off, at most 256 */
     int32_t vector_z_q8;       /* threshold of norm and bias vectors, in 1/256 of the matrices' (256 = same),
                                   capped at the rule's largest; 1..4096 */
+    int32_t weight_average;    /* keep an exponential average of the weights over about the last
+                                  1/2^weight_average of the steps (see csrc/average.c); 0 = none, 1..16 */
 } egg_config;
 
 typedef struct egg_model egg_model;
@@ -57,6 +59,14 @@ int8_t *egg_state(egg_model *m);
  * cfg.vote_memory, else 0 (and NULL). Part of the training state, like the weights. */
 int64_t egg_vote_memory_size(const egg_model *m);
 int16_t *egg_vote_memory(egg_model *m);
+/* The weight average, per weight an int32 with 23 fraction bits: weights-size entries when
+ * cfg.weight_average, else 0 (and NULL). Part of the training state; evaluation, sampling and export
+ * use it through egg_averaged_weights. */
+int64_t egg_weight_average_size(const egg_model *m);
+int32_t *egg_weight_average(egg_model *m);
+/* The weight average rounded to the nearest int8 (ties away from zero) into out[weights-size];
+ * a copy of the weights when the model keeps no average. */
+void egg_averaged_weights(const egg_model *m, int8_t *out);
 
 /* Tensor table, for export and inspection. */
 int32_t egg_num_tensors(const egg_model *m);

@@ -13,6 +13,7 @@
 #define EGG_ALPHA_STREAM 0xFFFFFFFFULL
 #define EGG_INIT_STREAM 0xFFFFFFFEULL
 #define EGG_LOSS_FRAC_BITS 16
+#define EGG_AVERAGE_FRAC_BITS 23 /* 127 * 2^23 fits an int32 with room */
 #define EGG_MAX_Z_Q8 4096 /* the largest vote threshold, 16 spreads: keeps vote_threshold() in 64 bits */
 /* With vote memory the threshold is compared with the memory, never squared: 127 spreads, so the
  * memory, clamped to +/- z, still fits int16. */
@@ -46,6 +47,7 @@ struct egg_model {
     int8_t *weights;
     int8_t *state;
     int16_t *vote_memory; /* one per weight when cfg.vote_memory, else NULL */
+    int32_t *weight_average; /* one per weight when cfg.weight_average, else NULL (average.c) */
     int32_t threads;
     int32_t batched;
 };
@@ -179,6 +181,9 @@ const egg_kernels *egg_active_kernels(void);
 /* ---- parallel loop (parallel_*.c) */
 typedef void (*egg_task_fn)(void *ctx, int64_t index);
 /* Run fn(ctx, i) for i in [0, n) on up to `threads` threads; tasks write disjoint outputs. */
+/* ---- the weight average (average.c): advance it after step `step`'s update */
+void egg_average_weights(egg_model *m, int64_t step);
+
 void egg_parallel_for(int64_t n, int32_t threads, egg_task_fn fn, void *ctx);
 const char *egg_parallel_name(void);
 int32_t egg_parallel_max_threads(void);

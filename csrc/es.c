@@ -463,6 +463,7 @@ static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const u
         return -1;
     }
     if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, &moved)) {
+        egg_average_weights(m, step);
         if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
         if (moved_out) *moved_out = moved;
         rc = 0;

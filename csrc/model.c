@@ -64,8 +64,8 @@ static int check_config(const egg_config *c) {
         return -1;
     }
     if (c->weight_decay_q8 < 0 || c->weight_decay_q8 > 256 || (c->weight_decay_q8 && !c->vote_memory) ||
-        c->vector_z_q8 < 1 || c->vector_z_q8 > 4096) {
-        egg_set_error("weight_decay_q8 or vector_z_q8 out of range");
+        c->vector_z_q8 < 1 || c->vector_z_q8 > 4096 || c->weight_average < 0 || c->weight_average > 16) {
+        egg_set_error("weight_decay_q8, vector_z_q8 or weight_average out of range");
         return -1;
     }
     return 0;
@@ -130,7 +130,10 @@ egg_model *egg_create(const egg_config *cfg) {
     m->weights = calloc((size_t)m->n_weights, 1);
     m->state = calloc((size_t)m->n_state, 1);
     m->vote_memory = cfg->vote_memory ? calloc((size_t)m->n_weights, sizeof *m->vote_memory) : NULL;
-    if (!m->weights || !m->state || (cfg->vote_memory && !m->vote_memory)) goto oom;
+    m->weight_average = cfg->weight_average ? calloc((size_t)m->n_weights, sizeof *m->weight_average) : NULL;
+    if (!m->weights || !m->state || (cfg->vote_memory && !m->vote_memory) ||
+        (cfg->weight_average && !m->weight_average))
+        goto oom;
     return m;
 oom:
     egg_free(m);
@@ -145,6 +148,7 @@ void egg_free(egg_model *m) {
     free(m->weights);
     free(m->state);
     free(m->vote_memory);
+    free(m->weight_average);
     free(m);
 }
 
@@ -154,6 +158,8 @@ int64_t egg_state_size(const egg_model *m) { return m->n_state; }
 int8_t *egg_state(egg_model *m) { return m->state; }
 int64_t egg_vote_memory_size(const egg_model *m) { return m->vote_memory ? m->n_weights : 0; }
 int16_t *egg_vote_memory(egg_model *m) { return m->vote_memory; }
+int64_t egg_weight_average_size(const egg_model *m) { return m->weight_average ? m->n_weights : 0; }
+int32_t *egg_weight_average(egg_model *m) { return m->weight_average; }
 int32_t egg_num_tensors(const egg_model *m) { return m->n_tensors; }
 
 int egg_tensor_info(const egg_model *m, int32_t index, const char **name, int32_t *rows, int32_t *cols,

@@ -17,7 +17,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mlm.data.corpus import load_corpus
+from mlm.egg import reference as ref
 from mlm.egg.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler
@@ -50,6 +53,9 @@ def main() -> None:
     parser.add_argument("--start", type=Path, metavar="CKPT",
                         help="continue a checkpoint (its configuration, seed, weights and state) instead of a fresh "
                              "model: branch experiments from one point of a run")
+    parser.add_argument("--average", type=int, action="append", default=[], metavar="K",
+                        help="also evaluate an exponential weight average with weight_average=K, kept beside the "
+                             "run in numpy (the reference's rule), so several horizons are compared on one run")
     parser.add_argument("--save", type=Path, metavar="CKPT",
                         help="write the final model as a checkpoint (for eval --breakdown, judge and sample)")
     args = parser.parse_args()
@@ -68,15 +74,28 @@ def main() -> None:
     first_step = start.step if start else 0
     windows = WindowSampler(corpus.train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
+    averages = {k: engine.weights.astype(np.int32) << ref.AVERAGE_FRAC_BITS for k in args.average}
     step_seconds, curve = 0.0, []
     for step in range(first_step, args.steps):
         started = time.perf_counter()
         result = engine.train_step(args.seed, step, windows.windows(step))
         step_seconds += time.perf_counter() - started
+        for k, average in averages.items():
+            ref.advance_average(config.replace(weight_average=k), average, engine.weights, step)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             curve.append((step + 1, bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size)))
             print(f"step {step + 1} | val_bpb {curve[-1][1]:.4f} | train {result.loss_bits:.3f} | "
                   f"moved {result.moved} | {1000 * step_seconds / (step + 1 - first_step):.1f} ms/step", flush=True)
+            if config.weight_average:
+                with engine.averaged():
+                    print(f"step {step + 1} | average of the run (weight_average={config.weight_average}) | "
+                          f"val_bpb {bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size):.4f}", flush=True)
+            for k, average in averages.items():
+                training_weights = engine.weights.copy()
+                engine.weights[:] = ref.averaged_weights(average)
+                print(f"step {step + 1} | average weight_average={k} | "
+                      f"val_bpb {bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size):.4f}", flush=True)
+                engine.weights[:] = training_weights
     if args.save:
         write_checkpoint(Checkpoint(
             config=config, step=args.steps, run_seed=args.seed, data_cursor=windows.cursor(args.steps),

@@ -78,6 +78,46 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
     assert total_moved > 0, "the update never moved a weight: the comparison would be vacuous"
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_average_matches_reference(threads: int) -> None:
+    """The weight average advances after each update as the reference says, from any starting average
+    (rates 2^-1 .. 2^-3 over steps 6-21), and rounds to the same int8 weights."""
+    cfg = CONFIGS[0].replace(weight_average=1)
+    rng = np.random.default_rng(threads)
+    engine = Engine(cfg, threads=threads)
+    engine.init_weights(5)
+    weights = engine.weights.copy()
+    limit = 127 << ref.AVERAGE_FRAC_BITS
+    average = rng.integers(-limit, limit + 1, weights.size).astype(np.int32)
+    average[:4] = [limit, -limit, (1 << ref.AVERAGE_FRAC_BITS) // 2, -(1 << ref.AVERAGE_FRAC_BITS) // 2]
+    engine.weight_average[:] = average
+    state = np.zeros((cfg.population, cfg.layers, cfg.hidden), dtype=np.int8)
+    memory = np.zeros(weights.size, dtype=np.int16)
+    assert engine.averaged_weights().tolist() == ref.averaged_weights(average).tolist()
+    assert engine.averaged_weights()[2:4].tolist() == [1, -1], "ties round away from zero"
+    shifts = set()
+    for step in range(6, 22):
+        windows = rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8)
+        weights = ref.train_step(cfg, weights, state, 77, step, windows, memory, average)["weights"]
+        engine.train_step(77, step, windows)
+        shifts.add(ref.average_shift(cfg, step))
+        assert np.array_equal(engine.weights, weights)
+        assert np.array_equal(engine.weight_average, average)
+        assert np.array_equal(engine.averaged_weights(), ref.averaged_weights(average))
+    assert shifts == {1, 2, 3}
+    assert not np.array_equal(engine.averaged_weights(), engine.weights), "the average must lag the weights"
+
+
+def test_weight_average_starts_as_the_weights_and_keeps_a_fraction_of_the_steps() -> None:
+    """Rate 1 (a copy) until 2^K steps, then a horizon of 1/2^K .. 1/2^(K-1) of the steps so far."""
+    cfg = ModelConfig(weight_average=3)
+    assert [ref.average_shift(cfg, t) for t in (0, 6, 7, 14, 15, 1023)] == [0, 0, 0, 0, 1, 7]
+    assert ref.average_shift(cfg, 190_000) == 14
+    average = np.zeros(3, dtype=np.int32)
+    ref.advance_average(cfg, average, np.array([127, -127, 5], dtype=np.int8), 0)
+    assert ref.averaged_weights(average).tolist() == [127, -127, 5]
+
+
 def test_cooldown_schedule_fades_moves_out_linearly() -> None:
     """Over the cooldown the threshold is z * (E - S) / (E - t), so 1/z falls linearly; then the ceiling."""
     cfg = ModelConfig(threshold_z_q8=1024, z_growth_steps=0, cooldown_start=100, cooldown_end=200)

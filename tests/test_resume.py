@@ -17,10 +17,10 @@ from conftest import cli_env, run_cli
 STEPS = 30
 #: A tiny model with enough work per step (~tens of ms) that signals land mid-run.
 #: With a cooldown over the last steps and a ceiling above 16 spreads, so resumes cross the schedule's changes,
-#: and the update-rule options on (weight decay, a vector threshold).
+#: and the update-rule options on (weight decay, a vector threshold, a weight average).
 TRAIN = ("train", "--preset", "tiny", "--seq-len", "64", "--population", "128", "--save-every", "5",
          "--print-every", "5", "--sample-every", "0", "--cooldown", "0.3", "--max-z", "100",
-         "--weight-decay", "0.1", "--vector-z", "0.5")
+         "--weight-decay", "0.1", "--vector-z", "0.5", "--weight-average", "1")
 
 
 def final_state(cwd: Path, run_dir: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -15,7 +16,15 @@ from mlm import __version__
 from mlm.click_types import SEED, FiniteFloatRange
 from mlm.click_types import THREADS as THREADS_TYPE
 from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
-from mlm.egg.config import INT32_MAX, MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, PRESETS, SIZE_RANGES, preset
+from mlm.egg.config import (
+    INT32_MAX,
+    MAX_MEMORY_Z_Q8,
+    MAX_THRESHOLD_Z_Q8,
+    MAX_WEIGHT_AVERAGE,
+    PRESETS,
+    SIZE_RANGES,
+    preset,
+)
 from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
 
@@ -109,6 +118,9 @@ NON_NEGATIVE = click.IntRange(min=0)
              "step.", "weight_decay_q8", 256)
 @size_option("--vector-z", FiniteFloatRange(1 / 256, 16),
              "Threshold of norm and bias vectors as a multiple of the matrices'.", "vector_z_q8", 256)
+@size_option("--weight-average", click.IntRange(0, MAX_WEIGHT_AVERAGE),
+             "Evaluate, sample and export an exponential average of the weights over about the last 1/2^K of the "
+             "steps (late moves are mostly noise); 0 = the weights themselves.", "weight_average")
 @click.option("--cooldown", type=FiniteFloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
@@ -167,7 +179,7 @@ def train_settings(options: dict, preset_given: bool) -> TrainSettings:
         "streams": o["streams"], "noise_bits": o["noise_bits"], "noise_shift": o["noise_shift"],
         "shift_base": o["shift_base"], "alpha_decay_steps": o["alpha_decay"], "z_growth_steps": o["z_growth"],
         "vote_memory": o["vote_memory"], "fitness_levels": o["fitness_levels"],
-        "sparse_embedding_votes": o["sparse_embedding_votes"],
+        "sparse_embedding_votes": o["sparse_embedding_votes"], "weight_average": o["weight_average"],
         "threshold_z_q8": None if o["threshold_z"] is None else round(o["threshold_z"] * 256),
         "max_z_q8": None if o["max_z"] is None else round(o["max_z"] * 256),
         "weight_decay_q8": None if o["weight_decay"] is None else round(o["weight_decay"] * 256),
@@ -215,13 +227,12 @@ def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p
            seed, raw) -> None:
     """Generate text from a checkpoint, streamed to stdout."""
     from mlm.egg.checkpoint import RunDir
-    from mlm.egg.engine import Engine
+    from mlm.egg.engine import inference_engine
     from mlm.egg.sample import SamplingOptions, generate, printable
     from mlm.egg.train import expected_sizes
 
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
-    engine = Engine(checkpoint.config)
-    engine.weights[:] = checkpoint.weights
+    engine = inference_engine(checkpoint.config, checkpoint.weights, checkpoint.state)
     prompt_bytes = prompt_file.read_bytes() if prompt_file else argument_bytes(prompt)
     options = SamplingOptions(temperature, top_k, min_p, presence_penalty, seed).validate()
     safe = sys.stdout.isatty() and not raw
@@ -388,14 +399,20 @@ def ckpt_show(path, as_json) -> None:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def export(ckpt, run_dir, out, force) -> None:
-    """Write the weights as named tensors to OUT (.safetensors or .npz), configuration in metadata."""
+    """Write the weights as named tensors to OUT (.safetensors or .npz), configuration in metadata.
+
+    A run that keeps a weight average (--weight-average) exports the average, the weights it is
+    evaluated and sampled with."""
     from mlm.egg.checkpoint import RunDir, export_weights
+    from mlm.egg.engine import inference_engine
     from mlm.egg.reference import tensor_layout
     from mlm.egg.train import expected_sizes
 
     if out.exists() and not force:
         raise MlmError(f"{out} already exists: add --force to replace it, or choose another file name")
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
+    engine = inference_engine(checkpoint.config, checkpoint.weights, checkpoint.state)
+    checkpoint = dataclasses.replace(checkpoint, weights=engine.weights.copy())
     tensors = [(t.name, t.rows, t.cols, t.offset) for t in tensor_layout(checkpoint.config)]
     click.echo(f"wrote {export_weights(checkpoint, out, tensors)}")
 

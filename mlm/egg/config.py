@@ -20,6 +20,8 @@ HIDDEN_MULTIPLE = 16
 MAX_THRESHOLD_Z_Q8 = 4096
 #: The largest threshold ceiling with vote memory, 127 spreads (EGG_MEMORY_MAX_Z_Q8).
 MAX_MEMORY_Z_Q8 = 32512
+#: The weight average's horizon is at least 1/2**MAX_WEIGHT_AVERAGE of the steps (csrc/model.c says the same).
+MAX_WEIGHT_AVERAGE = 16
 #: Every field is an int32_t in the C core's egg_config.
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: The accepted range of each size field, for the command-line options (validate() says the same).
@@ -29,7 +31,7 @@ SIZE_RANGES = {"hidden": (HIDDEN_MULTIPLE, 4096), "layers": (1, 64), "mlp_ratio"
 #: whose stored configuration predates them: such runs resume with the rule they started with.
 LEGACY_VALUES = {"fitness_levels": 1, "sparse_embedding_votes": 0, "vote_memory": 0, "z_growth_steps": 0,
                  "max_z_q8": MAX_THRESHOLD_Z_Q8, "cooldown_start": 0, "cooldown_end": 0, "weight_decay_q8": 0,
-                 "vector_z_q8": 256}
+                 "vector_z_q8": 256, "weight_average": 0}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class ModelConfig:
     #: Threshold of the norm and bias vectors in 1/256 of the matrices' (256 = the same): their votes carry
     #: several times the matrices' signal-to-noise (docs/results.md).
     vector_z_q8: int = 256
+    #: Keep an exponential average of the weights over about the last 1/2**weight_average of the steps, and
+    #: evaluate, sample and export it (the training weights stay what ES perturbs); 0 = none.
+    weight_average: int = 0
 
     @property
     def pairs(self) -> int:
@@ -154,6 +159,8 @@ class ModelConfig:
             (0 <= self.weight_decay_q8 <= 256 and (self.vote_memory or not self.weight_decay_q8),
              f"weight_decay_q8 must be between 0 and 256, and 0 without vote memory (got {self.weight_decay_q8})"),
             (1 <= self.vector_z_q8 <= 4096, f"vector_z_q8 must be between 1 and 4096 (got {self.vector_z_q8})"),
+            (0 <= self.weight_average <= MAX_WEIGHT_AVERAGE,
+             f"weight_average must be between 0 and {MAX_WEIGHT_AVERAGE} (got {self.weight_average})"),
         ])
         return self
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -53,6 +55,7 @@ CONFIG_FIELDS = (
     "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
     "threshold_z_q8", "alpha_decay_steps", "z_growth_steps", "shift_base", "fitness_levels", "sparse_embedding_votes",
     "vote_memory", "max_z_q8", "cooldown_start", "cooldown_end", "weight_decay_q8", "vector_z_q8",
+    "weight_average",
 )
 LOSS_SCALE = float(1 << 16)
 
@@ -145,6 +148,9 @@ class Engine:
         memory_size = lib.egg_vote_memory_size(self._model)
         self.vote_memory = np.frombuffer(ffi.buffer(lib.egg_vote_memory(self._model), 2 * memory_size),
                                          dtype=np.int16) if memory_size else np.zeros(0, dtype=np.int16)
+        average_size = lib.egg_weight_average_size(self._model)
+        self.weight_average = np.frombuffer(ffi.buffer(lib.egg_weight_average(self._model), 4 * average_size),
+                                            dtype=np.int32) if average_size else np.zeros(0, dtype=np.int32)
 
     @property
     def threads(self) -> int:
@@ -173,15 +179,36 @@ class Engine:
         lib.egg_init_weights(self._model, seed & (2**64 - 1))
 
     def training_state(self) -> np.ndarray:
-        """Everything besides the weights that the next step depends on, as int8 bytes for a checkpoint:
-        the population's recurrent state, then the vote memory as little-endian int16 (when enabled)."""
+        """Everything besides the weights that a run carries from step to step, as int8 bytes for a
+        checkpoint: the population's recurrent state, then the vote memory as little-endian int16 and the
+        weight average as little-endian int32 (each when enabled)."""
         memory = self.vote_memory.astype("<i2").view(np.int8)
-        return np.concatenate([self.state, memory])
+        average = self.weight_average.astype("<i4").view(np.int8)
+        return np.concatenate([self.state, memory, average])
 
     def load_training_state(self, saved: np.ndarray) -> None:
         """Restore what :meth:`training_state` returned."""
+        memory_end = self.state.size + 2 * self.vote_memory.size
         self.state[:] = saved[: self.state.size]
-        self.vote_memory[:] = saved[self.state.size :].view("<i2")
+        self.vote_memory[:] = saved[self.state.size : memory_end].view("<i2")
+        self.weight_average[:] = saved[memory_end:].view("<i4")
+
+    def averaged_weights(self) -> np.ndarray:
+        """The weights evaluation, sampling and export use: the weight average rounded to int8 when the
+        configuration keeps one (``weight_average``), else a copy of the weights."""
+        out = np.empty_like(self.weights)
+        lib.egg_averaged_weights(self._model, _i8(out))
+        return out
+
+    @contextmanager
+    def averaged(self) -> Iterator[Engine]:
+        """This engine with :meth:`averaged_weights` in place of its weights until the block ends."""
+        training_weights = self.weights.copy()
+        self.weights[:] = self.averaged_weights()
+        try:
+            yield self
+        finally:
+            self.weights[:] = training_weights
 
     def state_size_per_member(self) -> int:
         return self.config.layers * self.config.hidden
@@ -260,3 +287,14 @@ class Engine:
         _check(lib.egg_apply_update(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
                                     _i64(losses), _i8(fitness), moved))
         return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)
+
+
+def inference_engine(config: ModelConfig, weights: np.ndarray, training_state: np.ndarray, threads: int = 1) -> Engine:
+    """An engine holding the weights a checkpoint is evaluated, sampled and exported with: its weight
+    average when its configuration keeps one, else its weights."""
+    engine = Engine(config, threads=threads)
+    engine.weights[:] = weights
+    if config.weight_average:
+        engine.load_training_state(training_state)
+        engine.weights[:] = engine.averaged_weights()
+    return engine

@@ -19,7 +19,7 @@ import numpy as np
 from mlm.data.corpus import Section, find_headers, load_corpus
 from mlm.data.hygiene import category
 from mlm.egg.checkpoint import Checkpoint
-from mlm.egg.engine import LOSS_SCALE, Engine
+from mlm.egg.engine import LOSS_SCALE, Engine, inference_engine
 from mlm.errors import MlmError
 
 EVAL_CHUNK = 1024
@@ -95,9 +95,7 @@ def eval_bytes_of(data: Path | None, ckpt_data: Path | None, max_bytes: int | No
 
 
 def _engine(ckpt: Checkpoint, threads: int) -> Engine:
-    engine = Engine(ckpt.config, threads=threads)
-    engine.weights[:] = ckpt.weights
-    return engine
+    return inference_engine(ckpt.config, ckpt.weights, ckpt.state, threads)
 
 
 def evaluate(ckpt: Checkpoint, text: EvalText, threads: int) -> EvalResult:

@@ -52,7 +52,7 @@ import tree_sitter_javascript
 from mlm.data.corpus import Corpus, load_corpus
 from mlm.egg.baseline import KneserNey, cached_baselines, gram_keys, order_name
 from mlm.egg.checkpoint import RunDir
-from mlm.egg.engine import Engine
+from mlm.egg.engine import Engine, inference_engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.sample import SamplingOptions, generate, printable
 from mlm.egg.train import expected_sizes
@@ -520,8 +520,7 @@ def run_judge(settings: JudgeSettings, progress: Callable[[str], None]) -> Judge
     accuracy_tokens = corpus.val[: settings.accuracy_bytes]
     progress(f"collecting the words and exported names of {corpus.train_bytes} training bytes")
     vocabulary = Vocabulary.of(corpus.train.tobytes())
-    engine = Engine(checkpoint.config, threads=settings.threads)
-    engine.weights[:] = checkpoint.weights
+    engine = inference_engine(checkpoint.config, checkpoint.weights, checkpoint.state, settings.threads)
     results = []
     for sampler in build_samplers(engine, corpus, settings, progress):
         progress(f"sampling {sampler.label}: {settings.samples} x {settings.length} bytes, then top-1 accuracy")

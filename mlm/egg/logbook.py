@@ -65,7 +65,7 @@ def compact_config(config: ModelConfig, seed: int) -> str:
     return (f"h{c.hidden}_l{c.layers}_m{c.mlp_ratio}_t{c.seq_len}_p{c.population}_s{c.streams}"
             f"_nb{c.noise_bits}_ns{c.noise_shift}_sb{c.shift_base}_z{c.threshold_z_q8}_g{c.z_growth_steps}"
             f"_a{c.alpha_decay_steps}_f{c.fitness_levels}_e{c.sparse_embedding_votes}_vm{c.vote_memory}"
-            f"_zc{c.max_z_q8}_cd{c.cooldown_start}-{c.cooldown_end}_wd{c.weight_decay_q8}_vz{c.vector_z_q8}"
+            f"_zc{c.max_z_q8}_cd{c.cooldown_start}-{c.cooldown_end}_wd{c.weight_decay_q8}_vz{c.vector_z_q8}_wa{c.weight_average}"
             f"_seed{seed}")
 
 

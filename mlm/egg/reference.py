@@ -444,16 +444,42 @@ def evaluate_pairs(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run
 
 
 def apply_update(cfg: ModelConfig, weights: np.ndarray, run_seed: int, step: int, windows: np.ndarray,
-                 losses: np.ndarray, memory: np.ndarray | None = None) -> dict:
+                 losses: np.ndarray, memory: np.ndarray | None = None, average: np.ndarray | None = None) -> dict:
     """The update of a step from every member's loss: the fitness (which ranks each pair against all
-    pairs) and the votes. Returns the new weights, the fitness vector and the number of weights moved."""
+    pairs) and the votes, then the weight average (:func:`advance_average`, ``average`` in place).
+    Returns the new weights, the fitness vector and the number of weights moved."""
     fit = fitness(cfg, losses)
     new_weights, moved = update(cfg, weights, step_seed(run_seed, step), step, fit, windows, memory)
+    if cfg.weight_average:
+        advance_average(cfg, average, new_weights, step)
     return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
 
 
+AVERAGE_FRAC_BITS = 23
+
+
+def average_shift(cfg: ModelConfig, step: int) -> int:
+    """The weight average's rate after step ``step`` is 2**-shift: its horizon is about 1/2**weight_average
+    of the steps so far."""
+    return max(0, (step + 1).bit_length() - 1 - cfg.weight_average)
+
+
+def advance_average(cfg: ModelConfig, average: np.ndarray, weights: np.ndarray, step: int) -> None:
+    """average += floor((weights * 2**23 - average) / 2**s + 1/2) in place (int32, 23 fraction bits)."""
+    s = average_shift(cfg, step)
+    delta = weights.astype(np.int64) * (1 << AVERAGE_FRAC_BITS) - average + ((1 << s) >> 1)
+    average += (delta >> s).astype(np.int32)
+
+
+def averaged_weights(average: np.ndarray) -> np.ndarray:
+    """The weight average to the nearest int8, ties away from zero."""
+    half = 1 << (AVERAGE_FRAC_BITS - 1)
+    a = average.astype(np.int64)
+    return (np.sign(a) * ((np.abs(a) + half) >> AVERAGE_FRAC_BITS)).astype(np.int8)
+
+
 def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_seed: int, step: int,
-               windows: np.ndarray, memory: np.ndarray | None = None) -> dict:
+               windows: np.ndarray, memory: np.ndarray | None = None, average: np.ndarray | None = None) -> dict:
     """One EGGROLL step: :func:`evaluate_pairs` over all pairs, then :func:`apply_update`.
 
     ``state`` is (population, layers, hidden) int8 and is advanced in place:
@@ -461,7 +487,8 @@ def train_step(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run_see
     (streams, seq_len + 1) uint8; pair p and both its members read stream
     p % streams. Returns the new weights, per-member Q16 loss sums, the
     fitness vector and the number of weights that moved. ``memory`` is the
-    vote memory (see :func:`update`), advanced in place.
+    vote memory (see :func:`update`) and ``average`` the weight average (see :func:`advance_average`),
+    both advanced in place.
     """
     losses = evaluate_pairs(cfg, weights, state, run_seed, step, windows, 0, cfg.pairs)
-    return apply_update(cfg, weights, run_seed, step, windows, losses, memory)
+    return apply_update(cfg, weights, run_seed, step, windows, losses, memory, average)

@@ -78,7 +78,8 @@ class TrainSettings:
 
 def expected_sizes(config: ModelConfig) -> tuple[int, int]:
     """Weight and state sizes a checkpoint of ``config`` must have (see :meth:`Engine.training_state`)."""
-    return n_weights(config), n_state(config) + 2 * n_weights(config) * config.vote_memory
+    return n_weights(config), n_state(config) + n_weights(config) * (2 * config.vote_memory
+                                                                     + 4 * bool(config.weight_average))
 
 
 class StopRequest:
@@ -443,13 +444,15 @@ class Trainer:
     def _evaluate(self) -> None:
         """val_bpb on the first --eval-bytes of the validation split: the same bytes every time."""
         val = self.corpus.val[: self.s.eval_bytes]
-        self.state.last_val = bits_per_byte(self.engine.eval_bits(val, EVAL_CHUNK), val.size)
+        with self.engine.averaged() as engine:
+            self.state.last_val = bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size)
         self.state.val_step = self.state.step
         self.say(f"eval step {self.state.step} | val_bpb {self.state.last_val:.4f}")
 
     def _sample(self) -> bytes:
         options = sampling.SamplingOptions(temperature=0.8, seed=self.state.step)
-        return bytes(sampling.generate(self.engine, SAMPLE_PROMPT, SAMPLE_LENGTH, options))
+        with self.engine.averaged() as engine:
+            return bytes(sampling.generate(engine, SAMPLE_PROMPT, SAMPLE_LENGTH, options))
 
     def _save(self, final: bool = False) -> None:
         """Write the next ring slot, and the best file when the tracked metric improved."""
