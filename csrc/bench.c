@@ -16,6 +16,8 @@
 #include <time.h>
 
 #include "egg_internal.h"
+#include "error.h"
+#include "rng.h"
 
 static double now(void) {
     struct timespec t;

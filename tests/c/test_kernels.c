@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 #define SENTINEL 0x5A5A5A5A
 
