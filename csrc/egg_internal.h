@@ -122,12 +122,19 @@ typedef struct egg_elementwise {
     void (*token_losses)(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss);
 } egg_elementwise;
 
+/* The kernel's peak microkernel, which bench.c times for the machine's int8 peak: `iterations`
+ * rounds of independent chains of the kernel's own multiply-accumulate instructions on
+ * register-resident operands (no memory traffic); returns the MACs done. The sum of the
+ * accumulators goes to *sink so that none of the work is dead code. */
+typedef int64_t (*egg_peak_fn)(int64_t iterations, int32_t *sink);
+
 typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
     egg_dot_fn dot;
     egg_forward_block_fn forward_block; /* the rest of the block forward, compiled for this instruction set */
     const egg_elementwise *elementwise;
+    egg_peak_fn peak;
 } egg_kernels;
 
 /* The reference elementwise kernels (kernels_scalar.c), and their L1 norm of one member, which the
