@@ -51,7 +51,7 @@ double egg_peak_macs_per_second(int32_t threads, double seconds) {
         egg_set_error("out of memory measuring the peak");
         return -1;
     }
-    peak_job job = {egg_active_kernels()->peak, seconds, macs, sinks};
+    peak_job job = {.fn = egg_active_kernels()->peak, .seconds = seconds, .macs = macs, .sinks = sinks};
     const double start = now();
     egg_parallel_for(threads, threads, peak_task, &job);
     const double elapsed = now() - start;
@@ -128,7 +128,7 @@ double egg_gemm_macs_per_second(egg_model *m, double seconds) {
         egg_set_error("out of memory timing the GEMM");
         return -1;
     }
-    gemm_job job = {m, (int32_t)egg_block_size(m, m->cfg.population), seconds, macs, 0};
+    gemm_job job = {.m = m, .rows_x = (int32_t)egg_block_size(m, m->cfg.population), .seconds = seconds, .macs = macs};
     const double start = now();
     egg_parallel_for(threads, threads, gemm_task, &job);
     const double elapsed = now() - start;

@@ -303,8 +303,18 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
             vote_sign[k++] = fitness[p];
         }
     for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
-    update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
-                      present, NULL, noise, voter, vote_sign, tasks, moved, 0};
+    update_job job = {.m = m,
+                      .seed = seed,
+                      .voters = voters,
+                      .energy = energy,
+                      .alpha = alpha_q16(&m->cfg, step),
+                      .z = threshold_z_at(&m->cfg, step),
+                      .present = present,
+                      .noise = noise,
+                      .voter = voter,
+                      .vote_sign = vote_sign,
+                      .tasks = tasks,
+                      .moved = moved};
     if (m->cfg.sparse_embedding_votes) {
         embedding_energies(&job, embedding_energy);
         job.row_energy = embedding_energy;
