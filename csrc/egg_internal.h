@@ -2,16 +2,12 @@
 #ifndef EGG_INTERNAL_H
 #define EGG_INTERNAL_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "egg.h"
 
 #define EGG_VOCAB 256
-#define EGG_GOLDEN 0x9E3779B97F4A7C15ULL
-#define EGG_ALPHA_STREAM 0xFFFFFFFFULL
-#define EGG_INIT_STREAM 0xFFFFFFFEULL
 #define EGG_LOSS_FRAC_BITS 16
 #define EGG_AVERAGE_FRAC_BITS 23 /* 127 * 2^23 fits an int32 with room */
 #define EGG_MAX_Z_Q8 4096 /* the largest vote threshold, 16 spreads: keeps vote_threshold() in 64 bits */
@@ -51,17 +47,6 @@ struct egg_model {
     int32_t threads;
     int32_t batched;
 };
-
-/* ---- hashing and noise (es.c) */
-static inline uint64_t egg_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-uint64_t egg_step_seed(uint64_t run_seed, int64_t step);
-uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream);
-void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);
-void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out);
 
 /* ---- forward (forward.c) */
 /* What a block of members needs: each member's tokens, state, and noise. */
@@ -139,12 +124,19 @@ typedef struct egg_elementwise {
     void (*token_losses)(int32_t members, const int8_t *logits, const uint8_t *targets, int64_t *loss);
 } egg_elementwise;
 
+/* The kernel's peak microkernel, which bench.c times for the machine's int8 peak: `iterations`
+ * rounds of independent chains of the kernel's own multiply-accumulate instructions on
+ * register-resident operands (no memory traffic); returns the MACs done. The sum of the
+ * accumulators goes to *sink so that none of the work is dead code. */
+typedef int64_t (*egg_peak_fn)(int64_t iterations, int32_t *sink);
+
 typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
     egg_dot_fn dot;
     egg_forward_block_fn forward_block; /* the rest of the block forward, compiled for this instruction set */
     const egg_elementwise *elementwise;
+    egg_peak_fn peak;
 } egg_kernels;
 
 /* The reference elementwise kernels (kernels_scalar.c), and their L1 norm of one member, which the
@@ -187,19 +179,5 @@ void egg_average_weights(egg_model *m, int64_t step);
 void egg_parallel_for(int64_t n, int32_t threads, egg_task_fn fn, void *ctx);
 const char *egg_parallel_name(void);
 int32_t egg_parallel_max_threads(void);
-
-/* ---- errors (model.c) */
-#define EGG_ERROR_LEN 256
-/* egg_set_error writes the calling thread's message: the one egg_last_error() returns there. */
-void egg_set_error(const char *fmt, ...);
-/* A parallel task may run on another thread than its caller, so a failing task hands its thread's
- * message to the job (the first failure's message is kept) and the caller raises it on its own
- * thread when the loop is over: -1 with the message set, or 0 when no task failed. */
-typedef struct egg_task_error {
-    atomic_int failed;
-    char message[EGG_ERROR_LEN];
-} egg_task_error;
-void egg_task_failed(egg_task_error *e);
-int egg_task_error_raise(egg_task_error *e);
 
 #endif

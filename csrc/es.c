@@ -1,45 +1,13 @@
-/* EGGROLL: counter-based noise, the population step, fitness and the
- * thresholded vote update. Every random number is a pure function of
+/* EGGROLL: the population's noise (counter-based, rng.h), the population step, fitness and
+ * the thresholded vote update. Every random number is a pure function of
  * (step seed, tensor, pair, index), so any thread can regenerate any slice. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "egg_internal.h"
-
-uint64_t egg_step_seed(uint64_t run_seed, int64_t step) {
-    return egg_mix64(run_seed + EGG_GOLDEN * (uint64_t)(step + 1));
-}
-
-uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream) {
-    return egg_mix64(seed ^ egg_mix64(((uint64_t)(tensor + 1) << 32) + stream));
-}
-
-static inline uint64_t stream_word(uint64_t key, int64_t i) {
-    return egg_mix64(key + EGG_GOLDEN * (uint64_t)(i + 1));
-}
-
-/* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
-void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
-    int64_t w = 0;
-    for (; w * 8 + 8 <= count; w++) { /* whole words: the compiler merges the 8 byte stores */
-        const uint64_t word = stream_word(key, w);
-        for (int j = 0; j < 8; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
-    }
-    if (w * 8 < count) {
-        const uint64_t word = stream_word(key, w);
-        for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
-    }
-}
-
-void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out) {
-    const int mask = (1 << noise_bits) - 1;
-    egg_stream_bytes(key, count, (uint8_t *)out);
-    for (int64_t i = 0; i < count; i++) {
-        const int b = (uint8_t)out[i];
-        out[i] = (int8_t)((b & mask) - ((b >> 4) & mask));
-    }
-}
+#include "error.h"
+#include "rng.h"
 
 static uint64_t isqrt64(uint64_t n) {
     uint64_t r = 0;
@@ -188,7 +156,7 @@ static void transpose_noise(const update_job *job, int64_t offset, int32_t n, in
 
 /* Is weight `index` of tensor `key`'s alpha stream among this step's updated fraction? */
 static int alpha_keeps(const update_job *job, uint64_t key, int64_t index) {
-    return (int64_t)(stream_word(key, index) & 0xFFFF) < job->alpha;
+    return (int64_t)(egg_stream_word(key, index) & 0xFFFF) < job->alpha;
 }
 
 /* The weight moves one step towards the sign of `direction` unless that leaves [-127, 127]. */
@@ -335,8 +303,18 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
             vote_sign[k++] = fitness[p];
         }
     for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
-    update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
-                      present, NULL, noise, voter, vote_sign, tasks, moved, 0};
+    update_job job = {.m = m,
+                      .seed = seed,
+                      .voters = voters,
+                      .energy = energy,
+                      .alpha = alpha_q16(&m->cfg, step),
+                      .z = threshold_z_at(&m->cfg, step),
+                      .present = present,
+                      .noise = noise,
+                      .voter = voter,
+                      .vote_sign = vote_sign,
+                      .tasks = tasks,
+                      .moved = moved};
     if (m->cfg.sparse_embedding_votes) {
         embedding_energies(&job, embedding_energy);
         job.row_energy = embedding_energy;

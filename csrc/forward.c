@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "error.h"
 
 _Static_assert((-3 >> 1) == -2, "the core needs arithmetic right shifts on signed integers");
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "error.h"
 
 /* Each instruction-set file defines its tables and run-time support checks. */
 #if defined(__x86_64__) || defined(_M_X64)

@@ -91,6 +91,12 @@ static inline void add_tail(int mr, int nr, int32_t k0, int32_t k, const int8_t 
         }                                                                                                  \
     }
 
+/* The peak microkernels (egg_kernels.peak, timed by bench.c): independent chains of one MAC on
+ * register-resident operands, no memory traffic; 16 MACs counted per sdot or per smull + smlal2 +
+ * sadalp. OPAQUE is an empty asm that claims to modify its operand: the inputs of every round
+ * look new to the compiler, so it cannot hoist or merge the products. */
+#define OPAQUE(v) __asm__ volatile("" : "+w"(v))
+
 #if defined(__ARM_FEATURE_DOTPROD) || defined(EGG_NEON_RUNTIME_DOTPROD)
 #if defined(__ARM_FEATURE_DOTPROD)
 #define EGG_SDOT_TARGET
@@ -102,6 +108,31 @@ EGG_SDOT_TARGET static inline int32x4_t mac_sdot(int32x4_t acc, int8x16_t a, int
     return vdotq_s32(acc, a, b);
 }
 EGG_NEON_KERNELS(sdot, EGG_SDOT_TARGET, mac_sdot)
+
+/* 16 accumulators cover sdot's latency. */
+EGG_SDOT_TARGET static int64_t peak_sdot(int64_t iterations, int32_t *sink) {
+    int8x16_t u = vdupq_n_s8(3), s = vdupq_n_s8(-7);
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int32x4_t a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
+    for (int64_t i = 0; i < iterations; i++) {
+        OPAQUE(u);
+        OPAQUE(s);
+        a0 = mac_sdot(a0, u, s), a1 = mac_sdot(a1, u, s), a2 = mac_sdot(a2, u, s), a3 = mac_sdot(a3, u, s);
+        a4 = mac_sdot(a4, u, s), a5 = mac_sdot(a5, u, s), a6 = mac_sdot(a6, u, s), a7 = mac_sdot(a7, u, s);
+        a8 = mac_sdot(a8, u, s), a9 = mac_sdot(a9, u, s), a10 = mac_sdot(a10, u, s), a11 = mac_sdot(a11, u, s);
+        a12 = mac_sdot(a12, u, s), a13 = mac_sdot(a13, u, s), a14 = mac_sdot(a14, u, s);
+        a15 = mac_sdot(a15, u, s);
+        /* Equal chains could be merged into one: claim each accumulator changes. */
+        __asm__ volatile("" : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3), "+w"(a4), "+w"(a5), "+w"(a6), "+w"(a7));
+        __asm__ volatile("" : "+w"(a8), "+w"(a9), "+w"(a10), "+w"(a11), "+w"(a12), "+w"(a13), "+w"(a14), "+w"(a15));
+    }
+    const int32x4_t sum = vaddq_s32(
+        vaddq_s32(vaddq_s32(vaddq_s32(a0, a1), vaddq_s32(a2, a3)), vaddq_s32(vaddq_s32(a4, a5), vaddq_s32(a6, a7))),
+        vaddq_s32(vaddq_s32(vaddq_s32(a8, a9), vaddq_s32(a10, a11)),
+                  vaddq_s32(vaddq_s32(a12, a13), vaddq_s32(a14, a15))));
+    *sink = vgetq_lane_s32(sum, 0);
+    return iterations * 16 * 16;
+}
 #endif
 
 #if !defined(__ARM_FEATURE_DOTPROD)
@@ -112,6 +143,30 @@ static inline int32x4_t mac_smull(int32x4_t acc, int8x16_t a, int8x16_t b) {
     return vpadalq_s16(acc, products);
 }
 EGG_NEON_KERNELS(smull, , mac_smull)
+
+/* Each chain multiplies its own s, so the products cannot be computed once and shared. */
+static int64_t peak_smull(int64_t iterations, int32_t *sink) {
+    int8x16_t u = vdupq_n_s8(3), s0 = vdupq_n_s8(-7), s1 = vdupq_n_s8(-5), s2 = vdupq_n_s8(-3), s3 = vdupq_n_s8(-1);
+    int8x16_t s4 = vdupq_n_s8(1), s5 = vdupq_n_s8(3), s6 = vdupq_n_s8(5), s7 = vdupq_n_s8(7);
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int64_t i = 0; i < iterations; i++) {
+        OPAQUE(u);
+        OPAQUE(s0);
+        OPAQUE(s1);
+        OPAQUE(s2);
+        OPAQUE(s3);
+        OPAQUE(s4);
+        OPAQUE(s5);
+        OPAQUE(s6);
+        OPAQUE(s7);
+        a0 = mac_smull(a0, u, s0), a1 = mac_smull(a1, u, s1), a2 = mac_smull(a2, u, s2), a3 = mac_smull(a3, u, s3);
+        a4 = mac_smull(a4, u, s4), a5 = mac_smull(a5, u, s5), a6 = mac_smull(a6, u, s6), a7 = mac_smull(a7, u, s7);
+    }
+    const int32x4_t sum = vaddq_s32(vaddq_s32(vaddq_s32(a0, a1), vaddq_s32(a2, a3)),
+                                    vaddq_s32(vaddq_s32(a4, a5), vaddq_s32(a6, a7)));
+    *sink = vgetq_lane_s32(sum, 0);
+    return iterations * 8 * 16;
+}
 #endif
 
 /* ---- the elementwise kernels (egg_elementwise) on baseline ARMv8 NEON, shared by every neon
@@ -348,12 +403,22 @@ static void token_losses_neon(int32_t members, const int8_t *logits, const uint8
     }
 }
 
-static const egg_elementwise elementwise_neon = {layer_norm_neon,   rank1_neon,         gru_combine_neon,
-                                                 gru_update_neon,   shift_sat_neon,     relu_shift_neon,
-                                                 residual_add_neon, perturbed_row_neon, token_losses_neon};
+static const egg_elementwise elementwise_neon = {.layer_norm = layer_norm_neon,
+                                                 .rank1 = rank1_neon,
+                                                 .gru_combine = gru_combine_neon,
+                                                 .gru_update = gru_update_neon,
+                                                 .shift_sat = shift_sat_neon,
+                                                 .relu_shift = relu_shift_neon,
+                                                 .residual_add = residual_add_neon,
+                                                 .perturbed_row = perturbed_row_neon,
+                                                 .token_losses = token_losses_neon};
 
+/* The table's entries: sdot where the compiler targets dotprod, chosen at load time from the
+ * hwcaps where it can build both, smull otherwise. */
 #if defined(__ARM_FEATURE_DOTPROD)
-const egg_kernels egg_kernels_neon = {"neon", gemm_sdot, dot_sdot, egg_forward_block_wide, &elementwise_neon};
+#define GEMM_NEON gemm_sdot
+#define DOT_NEON dot_sdot
+#define PEAK_NEON peak_sdot
 int32_t egg_neon_dotprod(void) { return 1; }
 #elif defined(EGG_NEON_RUNTIME_DOTPROD)
 static int has_sdot;
@@ -372,12 +437,27 @@ static void gemm_neon(int32_t rows_x, int32_t rows_w, int32_t k, const int8_t *x
     (has_sdot ? gemm_sdot : gemm_smull)(rows_x, rows_w, k, x, ldx, w, ldw, y, ldy);
 }
 
-const egg_kernels egg_kernels_neon = {"neon", gemm_neon, dot_neon, egg_forward_block_wide, &elementwise_neon};
+static int64_t peak_neon(int64_t iterations, int32_t *sink) {
+    return has_sdot ? peak_sdot(iterations, sink) : peak_smull(iterations, sink);
+}
+
+#define GEMM_NEON gemm_neon
+#define DOT_NEON dot_neon
+#define PEAK_NEON peak_neon
 int32_t egg_neon_dotprod(void) { return has_sdot; }
 #else
-const egg_kernels egg_kernels_neon = {"neon", gemm_smull, dot_smull, egg_forward_block_wide, &elementwise_neon};
+#define GEMM_NEON gemm_smull
+#define DOT_NEON dot_smull
+#define PEAK_NEON peak_smull
 int32_t egg_neon_dotprod(void) { return 0; }
 #endif
+
+const egg_kernels egg_kernels_neon = {.name = "neon",
+                                      .gemm = GEMM_NEON,
+                                      .dot = DOT_NEON,
+                                      .forward_block = egg_forward_block_wide,
+                                      .elementwise = &elementwise_neon,
+                                      .peak = PEAK_NEON};
 
 #else
 int32_t egg_neon_dotprod(void) { return 0; }

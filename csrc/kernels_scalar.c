@@ -129,9 +129,38 @@ static void token_losses_scalar(int32_t members, const int8_t *logits, const uin
     }
 }
 
-const egg_elementwise egg_elementwise_scalar = {layer_norm_scalar,  rank1_scalar,     gru_combine_scalar,
-                                                gru_update_scalar,  shift_sat_scalar, relu_shift_scalar,
-                                                residual_add_scalar, perturbed_row_scalar, token_losses_scalar};
+const egg_elementwise egg_elementwise_scalar = {.layer_norm = layer_norm_scalar,
+                                                .rank1 = rank1_scalar,
+                                                .gru_combine = gru_combine_scalar,
+                                                .gru_update = gru_update_scalar,
+                                                .shift_sat = shift_sat_scalar,
+                                                .relu_shift = relu_shift_scalar,
+                                                .residual_add = residual_add_scalar,
+                                                .perturbed_row = perturbed_row_scalar,
+                                                .token_losses = token_losses_scalar};
 
-const egg_kernels egg_kernels_scalar = {"scalar", gemm_scalar, dot_scalar, egg_forward_block_baseline,
-                                        &egg_elementwise_scalar};
+/* The peak microkernel (egg_kernels.peak, timed by bench.c): the scalar kernel's own dot product,
+ * 64 times per iteration over two L1-resident 256-byte vectors. The compiler decides its
+ * instructions, so there is no hand-written twin. */
+static int64_t peak_scalar(int64_t iterations, int32_t *sink) {
+    int8_t a[256], b[256];
+    for (int i = 0; i < 256; i++) a[i] = (int8_t)(i % 255 - 127), b[i] = (int8_t)(127 - i % 200);
+    /* Called through a pointer, as the core calls the table's dot, and not inlined here. */
+    egg_dot_fn dot = dot_scalar;
+    __asm__("" : "+r"(dot));
+    int32_t sum = 0;
+    for (int64_t i = 0; i < iterations; i++)
+        for (int j = 0; j < 64; j++) {
+            a[j] = (int8_t)(sum & 63); /* a changes, so no call can be merged or hoisted */
+            sum += dot(a, b, 256);
+        }
+    *sink = sum;
+    return iterations * 64 * 256;
+}
+
+const egg_kernels egg_kernels_scalar = {.name = "scalar",
+                                        .gemm = gemm_scalar,
+                                        .dot = dot_scalar,
+                                        .forward_block = egg_forward_block_baseline,
+                                        .elementwise = &egg_elementwise_scalar,
+                                        .peak = peak_scalar};

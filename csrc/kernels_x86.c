@@ -676,9 +676,15 @@ AVX2 static INLINE void log2_q16_x4(const uint64_t s[4], int32_t out[4]) {
 
 TOKEN_LOSSES(token_losses_avx2, AVX2, exp2_sum_avx2)
 
-static const egg_elementwise elementwise_avx2 = {layer_norm_avx2,  rank1_avx2,      gru_combine_avx2,
-                                                 gru_update_avx2,  shift_sat_avx2,  relu_shift_avx2,
-                                                 residual_add_avx2, perturbed_row_avx2, token_losses_avx2};
+static const egg_elementwise elementwise_avx2 = {.layer_norm = layer_norm_avx2,
+                                                 .rank1 = rank1_avx2,
+                                                 .gru_combine = gru_combine_avx2,
+                                                 .gru_update = gru_update_avx2,
+                                                 .shift_sat = shift_sat_avx2,
+                                                 .relu_shift = relu_shift_avx2,
+                                                 .residual_add = residual_add_avx2,
+                                                 .perturbed_row = perturbed_row_avx2,
+                                                 .token_losses = token_losses_avx2};
 
 /* ---- AVX-512 versions of the two largest elementwise kernels, for the avx512vnni table (its CPUs
  * have AVX-512BW and VL): the rank-1 rows 16 at a time and the loss 64 logits a step; the rest is
@@ -765,13 +771,93 @@ AVX512 static INLINE uint64_t exp2_sum_avx512(const int8_t *logits) {
 
 TOKEN_LOSSES(token_losses_avx512, AVX512, exp2_sum_avx512)
 
-static const egg_elementwise elementwise_avx512 = {layer_norm_avx2,   rank1_avx512,       gru_combine_avx2,
-                                                   gru_update_avx2,   shift_sat_avx2,     relu_shift_avx2,
-                                                   residual_add_avx2, perturbed_row_avx2, token_losses_avx512};
+static const egg_elementwise elementwise_avx512 = {.layer_norm = layer_norm_avx2,
+                                                   .rank1 = rank1_avx512,
+                                                   .gru_combine = gru_combine_avx2,
+                                                   .gru_update = gru_update_avx2,
+                                                   .shift_sat = shift_sat_avx2,
+                                                   .relu_shift = relu_shift_avx2,
+                                                   .residual_add = residual_add_avx2,
+                                                   .perturbed_row = perturbed_row_avx2,
+                                                   .token_losses = token_losses_avx512};
 
-const egg_kernels egg_kernels_avx2 = {"avx2", gemm_avx2, dot_avx2, egg_forward_block_wide, &elementwise_avx2};
-const egg_kernels egg_kernels_avxvnni = {"avxvnni", gemm_avxvnni, dot_avxvnni, egg_forward_block_wide,
-                                         &elementwise_avx2};
-const egg_kernels egg_kernels_avx512vnni = {"avx512vnni", gemm_avx512vnni, dot_avx512vnni, egg_forward_block_wide,
-                                            &elementwise_avx512};
+/* ---- the peak microkernels (egg_kernels.peak, timed by bench.c): independent chains of each
+ * kernel's dot4 on register-resident operands, no memory traffic. MACs counted: 32 per dot4, the
+ * AVX2 one being vpmaddubsw + vpmaddwd + vpaddd and the VNNI ones a 256-bit vpdpbusd (the width
+ * the kernels use). */
+
+/* An empty asm that claims to modify its operands: the inputs of every round look
+ * new to the compiler, so it cannot hoist or merge the products. */
+#define OPAQUE(v) __asm__ volatile("" : "+x"(v))
+
+AVX2 static int64_t peak_avx2(int64_t iterations, int32_t *sink) {
+    __m256i u0 = _mm256_set1_epi8(3), u1 = _mm256_set1_epi8(5);
+    __m256i s0 = _mm256_set1_epi8(-7), s1 = _mm256_set1_epi8(11), s2 = _mm256_set1_epi8(-13);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    for (int64_t i = 0; i < iterations; i++) {
+        OPAQUE(u0);
+        OPAQUE(u1);
+        OPAQUE(s0);
+        OPAQUE(s1);
+        OPAQUE(s2);
+        a0 = dot4_avx2(a0, u0, s0), a1 = dot4_avx2(a1, u0, s1), a2 = dot4_avx2(a2, u0, s2);
+        a3 = dot4_avx2(a3, u1, s0), a4 = dot4_avx2(a4, u1, s1), a5 = dot4_avx2(a5, u1, s2);
+        __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5)); /* no spills: KEEP_IN_REGISTERS */
+    }
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(_mm256_add_epi32(a2, a3),
+                                                                                   _mm256_add_epi32(a4, a5)));
+    *sink = _mm256_extract_epi32(sum, 0);
+    return iterations * 6 * 32;
+}
+
+/* Chains of vpdpbusd on 12 accumulators, enough to cover its latency (5 cycles) at two
+ * per cycle. Named variables, not an array: GCC keeps those in registers. */
+AVX2 static INLINE int64_t peak_vnni(dot4_fn dot4, int64_t iterations, int32_t *sink) {
+    __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-7);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    __m256i a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+    for (int64_t i = 0; i < iterations; i++) {
+        OPAQUE(u);
+        OPAQUE(s);
+        a0 = dot4(a0, u, s), a1 = dot4(a1, u, s), a2 = dot4(a2, u, s), a3 = dot4(a3, u, s);
+        a4 = dot4(a4, u, s), a5 = dot4(a5, u, s), a6 = dot4(a6, u, s), a7 = dot4(a7, u, s);
+        a8 = dot4(a8, u, s), a9 = dot4(a9, u, s), a10 = dot4(a10, u, s), a11 = dot4(a11, u, s);
+        /* Equal chains could be merged into one: claim each accumulator changes. */
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7),
+                         "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
+    }
+    const __m256i sum = _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                         _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7))),
+        _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+    *sink = _mm256_extract_epi32(sum, 0);
+    return iterations * 12 * 32;
+}
+
+AVXVNNI static int64_t peak_avxvnni(int64_t iterations, int32_t *sink) {
+    return peak_vnni(dot4_avxvnni, iterations, sink);
+}
+
+AVX512VNNI static int64_t peak_avx512vnni(int64_t iterations, int32_t *sink) {
+    return peak_vnni(dot4_avx512vnni, iterations, sink);
+}
+
+const egg_kernels egg_kernels_avx2 = {.name = "avx2",
+                                      .gemm = gemm_avx2,
+                                      .dot = dot_avx2,
+                                      .forward_block = egg_forward_block_wide,
+                                      .elementwise = &elementwise_avx2,
+                                      .peak = peak_avx2};
+const egg_kernels egg_kernels_avxvnni = {.name = "avxvnni",
+                                         .gemm = gemm_avxvnni,
+                                         .dot = dot_avxvnni,
+                                         .forward_block = egg_forward_block_wide,
+                                         .elementwise = &elementwise_avx2,
+                                         .peak = peak_avxvnni};
+const egg_kernels egg_kernels_avx512vnni = {.name = "avx512vnni",
+                                            .gemm = gemm_avx512vnni,
+                                            .dot = dot_avx512vnni,
+                                            .forward_block = egg_forward_block_wide,
+                                            .elementwise = &elementwise_avx512,
+                                            .peak = peak_avx512vnni};
 #endif

@@ -1,36 +1,16 @@
 /* Model lifetime, tensor layout, initialisation and the flat buffers. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "egg_internal.h"
+#include "error.h"
+#include "rng.h"
 
 #define INIT_RANGE_MATRIX 22
 #define INIT_RANGE_EMBEDDING 48
 #define INIT_RANGE_HEAD 4 /* near-uniform initial logits: about 8 bits per byte */
 #define NORM_WEIGHT_INIT 16
-
-static _Thread_local char last_error[EGG_ERROR_LEN];
-
-void egg_set_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
-
-const char *egg_last_error(void) { return last_error; }
-
-void egg_task_failed(egg_task_error *e) {
-    if (!atomic_exchange(&e->failed, 1)) memcpy(e->message, last_error, sizeof e->message);
-}
-
-int egg_task_error_raise(egg_task_error *e) {
-    if (!atomic_load(&e->failed)) return 0;
-    memcpy(last_error, e->message, sizeof last_error);
-    return -1;
-}
 
 static int check_config(const egg_config *c) {
     if (c->hidden < 16 || c->hidden % 16 || c->hidden > 4096) {

@@ -21,8 +21,8 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
-CORE_SOURCES = ["model.c", "forward.c", "es.c", "kernels.c", "kernels_scalar.c", "kernels_x86.c", "kernels_neon.c",
-                "build_info.c", "bench.c", "average.c"]
+CORE_SOURCES = ["model.c", "forward.c", "es.c", "average.c", "rng.c", "error.c", "kernels.c", "kernels_scalar.c",
+                "kernels_x86.c", "kernels_neon.c", "build_info.c", "bench.c"]
 OPTIMISE = ["-O3", "-std=gnu11", "-fno-strict-aliasing"]
 
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 #define SENTINEL 0x5A5A5A5A
 
@@ -195,6 +196,16 @@ static int check_elementwise(const egg_kernels *k) {
     return bad;
 }
 
+/* The peak microkernel bench.c times: it must be there, run, and count the same MACs every round. */
+static int check_peak(const egg_kernels *k) {
+    int32_t sink;
+    const int64_t once = k->peak ? k->peak(1, &sink) : 0;
+    const int64_t many = k->peak ? k->peak(1000, &sink) : 0;
+    const int ok = once > 0 && many == 1000 * once;
+    printf("kernel %-8s peak microkernel: %lld MACs per round%s\n", k->name, (long long)once, ok ? "" : ": WRONG");
+    return !ok;
+}
+
 static int check_kernel(const char *name) {
     if (egg_force_kernel(name)) {
         fprintf(stderr, "%s\n", egg_last_error());
@@ -220,7 +231,7 @@ static int check_kernel(const char *name) {
     for (int32_t n = 0; n <= 300; n++, dots++) check_dot(k, n, n % 4);
     printf("kernel %-8s %d gemm shapes, %d dot lengths: %s\n", name, gemms, dots,
            failures == before ? "equal to scalar" : "MISMATCH");
-    return (failures != before) | check_elementwise(k);
+    return (failures != before) | check_elementwise(k) | check_peak(k);
 }
 
 int main(void) {

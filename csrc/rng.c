@@ -1,0 +1,31 @@
+/* Counter-based random numbers: seeds, stream keys, bytes and noise values (rng.h). */
+#include "rng.h"
+
+uint64_t egg_step_seed(uint64_t run_seed, int64_t step) {
+    return egg_mix64(run_seed + EGG_GOLDEN * (uint64_t)(step + 1));
+}
+
+uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream) {
+    return egg_mix64(seed ^ egg_mix64(((uint64_t)(tensor + 1) << 32) + stream));
+}
+
+void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
+    int64_t w = 0;
+    for (; w * 8 + 8 <= count; w++) { /* whole words: the compiler merges the 8 byte stores */
+        const uint64_t word = egg_stream_word(key, w);
+        for (int j = 0; j < 8; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+    if (w * 8 < count) {
+        const uint64_t word = egg_stream_word(key, w);
+        for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+}
+
+void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out) {
+    const int mask = (1 << noise_bits) - 1;
+    egg_stream_bytes(key, count, (uint8_t *)out);
+    for (int64_t i = 0; i < count; i++) {
+        const int b = (uint8_t)out[i];
+        out[i] = (int8_t)((b & mask) - ((b >> 4) & mask));
+    }
+}

@@ -1,0 +1,32 @@
+/* The counter-based random numbers of the core (rng.c): every random byte is a pure function of
+ * (seed, tensor, stream, index), so any thread can regenerate any slice of any stream, and the
+ * weights do not depend on the thread count or the order of the work. reference.py has the same. */
+#ifndef EGG_RNG_H
+#define EGG_RNG_H
+
+#include <stdint.h>
+
+#define EGG_GOLDEN 0x9E3779B97F4A7C15ULL
+/* Streams of a tensor other than its pairs' noise (stream = pair index). */
+#define EGG_ALPHA_STREAM 0xFFFFFFFFULL
+#define EGG_INIT_STREAM 0xFFFFFFFEULL
+
+static inline uint64_t egg_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Word i of the stream with this key: inline, because the update draws one per weight. */
+static inline uint64_t egg_stream_word(uint64_t key, int64_t i) {
+    return egg_mix64(key + EGG_GOLDEN * (uint64_t)(i + 1));
+}
+
+uint64_t egg_step_seed(uint64_t run_seed, int64_t step);
+uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream);
+/* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
+void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);
+/* Value i is (b & m) - ((b >> 4) & m) for stream byte b = i and m = 2^noise_bits - 1: |value| <= m. */
+void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out);
+
+#endif
