@@ -214,8 +214,8 @@ def argument_bytes(text: str) -> bytes:
 def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p, presence_penalty, stop_at,
            seed, raw) -> None:
     """Generate text from a checkpoint, streamed to stdout."""
-    from mlm.egg.checkpoint import RunDir
     from mlm.egg.engine import Engine
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.sample import SamplingOptions, generate, printable
     from mlm.egg.train import expected_sizes
 
@@ -257,10 +257,10 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
     The figure covers the whole validation split as harvested (every file the pinned split holds);
     --breakdown shows how it divides between files, so no single file can dominate it unseen.
     """
-    from mlm.egg.checkpoint import RunDir
     from mlm.egg.evaluate import breakdown as score_parts
     from mlm.egg.evaluate import eval_bytes_of, evaluate
     from mlm.egg.logbook import ResultRow, append_result, check_results_file, compact_config
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     check_results_file(results)
@@ -333,7 +333,7 @@ def ckpt() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, one object per file.")
 def ckpt_list(run_dir, as_json) -> None:
     """Every ring slot and the best file: step, time, losses, validity."""
-    from mlm.egg.checkpoint import RunDir
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     infos = RunDir(run_dir, expected_sizes).scan()
@@ -389,8 +389,9 @@ def ckpt_show(path, as_json) -> None:
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def export(ckpt, run_dir, out, force) -> None:
     """Write the weights as named tensors to OUT (.safetensors or .npz), configuration in metadata."""
-    from mlm.egg.checkpoint import RunDir, export_weights
+    from mlm.egg.export import export_weights
     from mlm.egg.reference import tensor_layout
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     if out.exists() and not force:

@@ -21,7 +21,7 @@ from mlm.data.corpus import Corpus
 from mlm.egg import sample as sampling
 from mlm.egg.baseline import ORDER_NAMES, cached_baselines
 from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS, Cadence
-from mlm.egg.checkpoint import SCHEDULE_FIELDS, Checkpoint, RunDir
+from mlm.egg.checkpoint import SCHEDULE_FIELDS, Checkpoint
 from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import Snapshot, choose_display
@@ -29,6 +29,7 @@ from mlm.egg.engine import Engine, StepResult
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
 from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
 from mlm.egg.reference import n_state, n_weights
+from mlm.egg.run_dir import RunDir
 from mlm.egg.schedule import DEFAULT_COOLDOWN, StepEstimate, calibrated, has_cooldown, with_cooldown
 from mlm.errors import MlmError
 
