@@ -134,7 +134,8 @@ NON_NEGATIVE = click.IntRange(min=0)
 @click.option("--eval-bytes", type=click.IntRange(2, None), default=65536, show_default=True,
               help="Validation bytes scored at each evaluation.")
 @click.option("--resume", type=click.Choice(["auto", "best", "none"]), default="auto", show_default=True,
-              help="auto: latest valid slot; best: egg.ckpt.best; none: refuse existing checkpoints.")
+              help="auto: latest valid slot; best: egg.ckpt.best (also MLM_RESUME_BEST=1 or EGG_RESUME_BEST=1); "
+                   "none: refuse existing checkpoints.")
 @click.option("--fresh", is_flag=True, help="Move existing checkpoints to a dated subfolder and start over.")
 @click.option("--allow-data-change", is_flag=True,
               help="Resume on a training file whose content differs from the checkpoint's (refused otherwise).")
