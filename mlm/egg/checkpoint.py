@@ -186,6 +186,7 @@ def identity_difference(mine: tuple, theirs: tuple) -> str:
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same dtype, shape and values."""
     return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
@@ -288,10 +289,12 @@ def _damage_error(data: bytes, header_end: int, source: Path | str) -> Checkpoin
 
 
 def _reject_constant(name: str) -> None:
+    """JSON parse hook: NaN and Infinity are not JSON, and never valid in a header."""
     raise ValueError(f"{name} is not allowed")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON parse hook: a key given twice is damage, not a choice between two values."""
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
         raise ValueError("duplicate key")
@@ -400,6 +403,7 @@ def _write_error(path: Path, error: OSError, consolation: str) -> CheckpointErro
 
 
 def _temp_path(path: Path) -> Path:
+    """The temporary file a writer of ``path`` uses: hidden, in the same directory, named by the pid."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -432,6 +436,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _write_all_unhooked(fd: int, view: memoryview) -> None:
+    """os.write until every byte is written."""
     while view:
         view = view[os.write(fd, view):]
 

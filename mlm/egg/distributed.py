@@ -151,6 +151,7 @@ def _comparable_settings(settings: TrainSettings) -> dict[str, str]:
 
 
 def _host() -> str:
+    """This machine's name, for messages that say which rank is where."""
     return socket.gethostname()
 
 
@@ -178,6 +179,7 @@ class DistributedTrainer(Trainer):
 
     @staticmethod
     def _timeout() -> float:
+        """The exchange deadline in seconds, from MLM_MPI_TIMEOUT (env.MPI_TIMEOUT) or the default."""
         raw = os.environ.get(env.MPI_TIMEOUT)
         if raw is None:
             return DEFAULT_TIMEOUT
@@ -227,6 +229,7 @@ class DistributedTrainer(Trainer):
                        "re-run the same command to resume from the last checkpoint")
 
     def _deadline(self) -> float:
+        """The deadline of the next exchange: longer once after a step at which rank 0 did slow work."""
         slow, self.slow_boundary = self.slow_boundary, False
         return self.timeout * (SLOW_BOUNDARY_FACTOR if slow else 1)
 
@@ -237,10 +240,12 @@ class DistributedTrainer(Trainer):
         return super()._lock_run_dir() if self.root else contextlib.nullcontext()
 
     def say(self, message: str) -> None:
+        """Only rank 0 shows and logs lines."""
         if self.root:
             super().say(message)
 
     def _setup(self) -> None:
+        """Rank 0 resumes or initialises the run; every other rank checks that it fits and adopts it."""
         outcome: tuple[str | None, dict | None] = (None, None)
         if self.root:
             try:
@@ -284,6 +289,7 @@ class DistributedTrainer(Trainer):
 
     @staticmethod
     def _facts(data_sha256: str) -> dict[str, str]:
+        """What every rank must share: the mlm version, the bits its core computes, the data."""
         return {"mlm version": __version__, "core fingerprint": core_fingerprint(), "data sha256": data_sha256}
 
     def _check_against(self, payload: dict[str, Any]) -> str | None:
@@ -334,6 +340,7 @@ class DistributedTrainer(Trainer):
         return self.agreed_signal is not None or self.agreed_budget_spent
 
     def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
+        """Run this rank's pairs, exchange the losses and control words with every rank, apply the update."""
         if os.environ.get(env.TEST_FAIL_AT) == f"{self.rank}:{step}":
             raise RuntimeError(f"{env.TEST_FAIL_AT} asked rank {self.rank} to fail at step {step}")
         p0, p1 = self.share
@@ -375,9 +382,11 @@ class DistributedTrainer(Trainer):
                 self.pending[COOLDOWN_TOTAL], self.cooldown_basis = estimate[0], estimate[1:]
 
     def _save_due(self, step: int) -> bool:
+        """Whether rank 0 said, in the latest exchange, that a checkpoint is due (its clock decides)."""
         return self.agreed_save
 
     def _evaluate(self) -> None:
+        """Rank 0 evaluates; the others only note the step."""
         self.slow_boundary = True
         if self.root:
             super()._evaluate()
@@ -385,6 +394,7 @@ class DistributedTrainer(Trainer):
             self.state.val_step = self.state.step
 
     def _sample(self) -> bytes:
+        """Rank 0 samples; the others return nothing."""
         self.slow_boundary = True
         return super()._sample() if self.root else b""
 
@@ -407,6 +417,7 @@ class DistributedTrainer(Trainer):
 
     @property
     def _slow_timeout(self) -> float:
+        """The deadline around slow work on rank 0 (start, checkpoints)."""
         return self.timeout * SLOW_BOUNDARY_FACTOR
 
     def _gather_state(self) -> None:
@@ -423,6 +434,7 @@ class DistributedTrainer(Trainer):
         self._wait(request, self._slow_timeout, "gathering the members' state for a checkpoint")
 
     def _record(self, status: str, seconds: float, steps_done: int) -> None:
+        """Rank 0 logs the mean exchange wait and writes the results row."""
         if self.root:
             if self.exchange_seconds:
                 mean_us = 1e6 * float(np.mean(self.exchange_seconds))

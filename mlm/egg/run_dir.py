@@ -86,9 +86,11 @@ class RunDir:
 
     @property
     def best_path(self) -> Path:
+        """Path of ``egg.ckpt.best``."""
         return self.path / BEST_NAME
 
     def _all_paths(self) -> list[tuple[int | None, Path]]:
+        """(slot, path) of every ring slot, then (None, path) of the best file."""
         return [(slot, self.slot_path(slot)) for slot in range(RING_SIZE)] + [(None, self.best_path)]
 
     # -- reading ------------------------------------------------------------------------------
@@ -118,6 +120,7 @@ class RunDir:
                 for info in self.scan() if info.valid and info.identity != ckpt.identity]
 
     def _inspect(self, slot: int | None, path: Path) -> SlotInfo:
+        """Read and verify one file into a :class:`SlotInfo`."""
         if not path.exists():
             return SlotInfo(path.name, path, slot, exists=False, valid=False, reason="missing")
         try:
@@ -186,6 +189,7 @@ class RunDir:
         return read_checkpoint(path, self.expected_sizes)
 
     def _resolve_latest(self) -> Checkpoint:
+        """The latest valid checkpoint, or an error listing why every file was skipped."""
         self._require_any()
         ckpt = self.latest()
         if ckpt is None:
@@ -195,6 +199,7 @@ class RunDir:
         return ckpt
 
     def _require_any(self) -> None:
+        """Raise :class:`NoCheckpointError` when the directory holds no checkpoint file at all."""
         if not self.has_checkpoints():
             raise NoCheckpointError(
                 f"no checkpoint in {self.path} yet: run `python -m mlm.egg train --run-dir {self.path}` first"

@@ -101,12 +101,14 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
+        """Note the first signal; exit at once on the second."""
         if self.signal is not None:
             os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
         self.signal = signum
 
     @property
     def exit_code(self) -> int:
+        """The exit code of a run stopped by the signal received: 130 for SIGINT, 143 for SIGTERM."""
         return EXIT_SIGTERM if self.signal == signal.SIGTERM else EXIT_SIGINT
 
 
