@@ -12,6 +12,9 @@
 #include "egg_internal.h"
 #include "error.h"
 
+/* mlm.env.KERNEL on the Python side. */
+#define KERNEL_ENV "MLM_KERNEL"
+
 /* Each instruction-set file defines its tables and run-time support checks. */
 #if defined(__x86_64__) || defined(_M_X64)
 extern const egg_kernels egg_kernels_avx2, egg_kernels_avxvnni, egg_kernels_avx512vnni;
@@ -73,10 +76,10 @@ int egg_force_kernel(const char *name) {
 
 /* Runs when the library loads, before any thread can ask for a kernel. */
 __attribute__((constructor)) static void choose_kernel(void) {
-    const char *forced = getenv("MLM_KERNEL");
+    const char *forced = getenv(KERNEL_ENV);
     if (forced && *forced) {
         if (egg_force_kernel(forced) == 0) return;
-        fprintf(stderr, "mlm: ignoring MLM_KERNEL=%s: %s\n", forced, egg_last_error());
+        fprintf(stderr, "mlm: ignoring " KERNEL_ENV "=%s: %s\n", forced, egg_last_error());
     }
     for (size_t i = 0; i < N_CANDIDATES; i++)
         if (CANDIDATES[i].supported()) {

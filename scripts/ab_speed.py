@@ -30,12 +30,13 @@ sys.path.insert(0, str(HERE.parent))
 
 from mlm.egg.bench import gemm_macs_per_pop_token  # noqa: E402
 from mlm.egg.config import preset  # noqa: E402
+from mlm.env import KERNEL  # noqa: E402
 
 
 def run(checkout: Path, args: list[str]) -> str:
     """stdout of ``python ARGS`` with ``checkout`` first on PYTHONPATH, in a scratch directory."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    env.pop("MLM_KERNEL", None)
+    env.pop(KERNEL, None)
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run([sys.executable, *args], env=env, cwd=tmp, capture_output=True, text=True)
     if result.returncode:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from mlm.data.corpus import load_corpus
-from mlm.egg.checkpoint import RING_SIZE, RunDir
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+from mlm.egg.run_dir import RING_SIZE, RunDir
 from mlm.egg.train import expected_sizes
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlm.env import KERNEL, RESUME_BEST, RESUME_BEST_ALIAS
+
 #: A fixed git identity and no user configuration, so fixture commits work on a fresh CI machine.
 GIT_IDENTITY = {
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -46,8 +48,8 @@ def headered_corpus(n_files: int = 40, seed: int = 0) -> bytes:
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for a CLI subprocess: this checkout importable, no colour, plus ``extra``."""
     env = dict(os.environ)
-    env.pop("EGG_RESUME_BEST", None)
-    env.pop("MLM_KERNEL", None)
+    for name in (RESUME_BEST, RESUME_BEST_ALIAS, KERNEL):
+        env.pop(name, None)
     env["NO_COLOR"] = "1"
     env.update(extra)
     return env

@@ -1,4 +1,4 @@
-"""Tests of the checkpoint format, run directories, locking and export (mlm/egg/checkpoint.py)."""
+"""Tests of the checkpoint format, run directories, locking and export (checkpoint.py, run_dir.py, export.py)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ from mlm.egg import checkpoint as ck
 from mlm.egg.checkpoint import (
     Checkpoint,
     CheckpointError,
-    NoCheckpointError,
-    RunDir,
     decode,
     encode,
-    export_weights,
     read_checkpoint,
     write_checkpoint,
 )
 from mlm.egg.config import LEGACY_VALUES, PRESETS
+from mlm.egg.export import export_weights
+from mlm.egg.run_dir import NoCheckpointError, RunDir
+from mlm.env import TEST_KILL_DURING_SAVE
 from mlm.errors import MlmError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -509,7 +509,8 @@ def test_run_directory_that_cannot_be_created(tmp_path: Path) -> None:
 KILLED_WRITER = """
 import sys
 import numpy as np
-from mlm.egg.checkpoint import Checkpoint, RunDir
+from mlm.egg.checkpoint import Checkpoint
+from mlm.egg.run_dir import RunDir
 from mlm.egg.config import LEGACY_VALUES, PRESETS
 weights = np.full(200_000, 7, np.int8)
 RunDir(sys.argv[1]).save(Checkpoint(PRESETS["tiny"], 99, 1, 0, weights, np.zeros(10, np.int8)))
@@ -523,7 +524,7 @@ def test_kill_during_save_leaves_earlier_slots_intact(tmp_path: Path) -> None:
         run.save(ckpt)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    child = run_python(KILLED_WRITER, str(tmp_path), env={ck.KILL_DURING_SAVE_ENV: "1"})
+    child = run_python(KILLED_WRITER, str(tmp_path), env={TEST_KILL_DURING_SAVE: "1"})
     assert child.wait(timeout=60) == -signal.SIGKILL
 
     temp = tmp_path / f".egg.ckpt.0.tmp-{child.pid}"  # the ring was full: slot 0 was being replaced
@@ -541,7 +542,7 @@ def test_kill_during_save_leaves_earlier_slots_intact(tmp_path: Path) -> None:
 
 LOCK_HOLDER = """
 import sys, time
-from mlm.egg.checkpoint import RunDir
+from mlm.egg.run_dir import RunDir
 with RunDir(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(120)

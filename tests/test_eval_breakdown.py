@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import REPETITIVE_LINES, run_cli
-from mlm.egg.checkpoint import RunDir
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, LOSS_SCALE
+from mlm.egg.run_dir import RunDir
 from mlm.egg.train import expected_sizes
 
 FILES = {

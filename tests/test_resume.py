@@ -177,6 +177,47 @@ def test_resume_best_and_fresh(workdir: Path) -> None:
     assert final_state(workdir, "H")["step"] == 5
 
 
+def test_mlm_resume_best_resumes_from_best_like_its_alias(workdir: Path) -> None:
+    """MLM_RESUME_BEST=1 is the MLM_-prefixed name of EGG_RESUME_BEST=1 (tested above); unset, latest wins."""
+    run_cli("train", "--preset", "tiny", "--steps", "20", "--save-every", "10", "--run-dir", "K", cwd=workdir,
+            check=True)
+    best_step = json.loads(run_cli("ckpt", "show", "K/egg.ckpt.best", "--json", cwd=workdir, check=True).stdout)["step"]
+    out = run_cli("train", "--steps", "21", "--run-dir", "K", cwd=workdir, check=True,
+                  env=cli_env(MLM_RESUME_BEST="1")).stdout.decode()
+    assert f"resume from egg.ckpt.best at step {best_step}" in out
+    out = run_cli("train", "--steps", "22", "--run-dir", "K", cwd=workdir, check=True).stdout.decode()
+    assert "resume from the latest valid slot at step 21" in out
+
+
+def test_resolve_start_decides_the_run_without_changing_the_settings() -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from mlm.egg.checkpoint import Checkpoint
+    from mlm.egg.config import preset
+    from mlm.egg.train import TrainSettings, resolve_start
+    from mlm.errors import MlmError
+
+    settings = TrainSettings(config=preset("tiny"), run_dir=Path("R"), steps=100, cooldown=0.25, seed=3,
+                             explicit={"population": preset("tiny").population})
+    as_given = dataclasses.asdict(settings)
+    fresh = resolve_start(settings, None)
+    assert fresh.checkpoint is None and fresh.run_seed == 3
+    assert (fresh.config.cooldown_start, fresh.config.cooldown_end) == (75, 100)
+    saved = preset("tiny").replace(cooldown_start=30, cooldown_end=40)
+    checkpoint = Checkpoint(saved, 12, 9, 0, np.zeros(4, np.int8), np.zeros(2, np.int8))
+    resumed = resolve_start(settings, checkpoint, "egg.ckpt.best")
+    assert (resumed.config, resumed.run_seed, resumed.checkpoint, resumed.origin) == (saved, 9, checkpoint,
+                                                                                      "egg.ckpt.best")
+    contradicting = dataclasses.replace(settings, explicit={"hidden": saved.hidden * 2}, seed_explicit=True)
+    with pytest.raises(MlmError, match=r"contradict the checkpoint in R: hidden .*; seed \(checkpoint 9, given 3\)"):
+        resolve_start(contradicting, checkpoint)
+    assert dataclasses.asdict(settings) == as_given
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.config = saved  # type: ignore[misc]
+
+
 def test_ring_keeps_ten_slots(workdir: Path) -> None:
     run_cli("train", "--preset", "tiny", "--steps", "24", "--save-every", "2", "--run-dir", "I", cwd=workdir,
             check=True)

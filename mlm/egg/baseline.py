@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlm import env
 from mlm.data.corpus import Corpus
 from mlm.data.split import SPLIT_RULES
 from mlm.egg.data import resolve_data
@@ -183,8 +184,8 @@ def baseline_bpb(corpus: Corpus, orders: Iterable[int]) -> dict[int, float]:
 
 def cache_path() -> Path:
     """``$MLM_CACHE_DIR/baselines.json``, else under ``$XDG_CACHE_HOME/mlm`` or ``~/.cache/mlm``."""
-    if os.environ.get("MLM_CACHE_DIR"):
-        return Path(os.environ["MLM_CACHE_DIR"]) / "baselines.json"
+    if os.environ.get(env.CACHE_DIR):
+        return Path(os.environ[env.CACHE_DIR]) / "baselines.json"
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     # The XDG spec says relative values are invalid and must be ignored.
     root = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"

@@ -146,7 +146,8 @@ NON_NEGATIVE = click.IntRange(min=0)
 @click.option("--eval-bytes", type=click.IntRange(2, None), default=65536, show_default=True,
               help="Validation bytes scored at each evaluation.")
 @click.option("--resume", type=click.Choice(["auto", "best", "none"]), default="auto", show_default=True,
-              help="auto: latest valid slot; best: egg.ckpt.best; none: refuse existing checkpoints.")
+              help="auto: latest valid slot; best: egg.ckpt.best (also MLM_RESUME_BEST=1 or EGG_RESUME_BEST=1); "
+                   "none: refuse existing checkpoints.")
 @click.option("--fresh", is_flag=True, help="Move existing checkpoints to a dated subfolder and start over.")
 @click.option("--allow-data-change", is_flag=True,
               help="Resume on a training file whose content differs from the checkpoint's (refused otherwise).")
@@ -226,8 +227,8 @@ def argument_bytes(text: str) -> bytes:
 def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p, presence_penalty, stop_at,
            seed, raw) -> None:
     """Generate text from a checkpoint, streamed to stdout."""
-    from mlm.egg.checkpoint import RunDir
     from mlm.egg.engine import inference_engine
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.sample import SamplingOptions, generate, printable
     from mlm.egg.train import expected_sizes
 
@@ -268,10 +269,10 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
     The figure covers the whole validation split as harvested (every file the pinned split holds);
     --breakdown shows how it divides between files, so no single file can dominate it unseen.
     """
-    from mlm.egg.checkpoint import RunDir
     from mlm.egg.evaluate import breakdown as score_parts
     from mlm.egg.evaluate import eval_bytes_of, evaluate
     from mlm.egg.logbook import ResultRow, append_result, check_results_file, compact_config
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     check_results_file(results)
@@ -344,7 +345,7 @@ def ckpt() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, one object per file.")
 def ckpt_list(run_dir, as_json) -> None:
     """Every ring slot and the best file: step, time, losses, validity."""
-    from mlm.egg.checkpoint import RunDir
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     infos = RunDir(run_dir, expected_sizes).scan()
@@ -403,9 +404,10 @@ def export(ckpt, run_dir, out, force) -> None:
 
     A run that keeps a weight average (--weight-average) exports the average, the weights it is
     evaluated and sampled with."""
-    from mlm.egg.checkpoint import RunDir, export_weights
     from mlm.egg.engine import inference_engine
+    from mlm.egg.export import export_weights
     from mlm.egg.reference import tensor_layout
+    from mlm.egg.run_dir import RunDir
     from mlm.egg.train import expected_sizes
 
     if out.exists() and not force:

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from mlm import __version__
+from mlm import __version__, env
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import QuietDisplay
 from mlm.egg.engine import Engine, StepResult, kernel_name
@@ -41,8 +41,7 @@ MODES = ("auto", "off", "mpi")
 #: `auto` imports MPI only when one of them says more than one, so a plain run never loads an MPI library.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 INSTALL_HINT = 'install the MPI extra: pip install "mlm[mpi]" (mpi4py and the MPICH runtime)'
-#: Seconds a rank waits in the per-step exchange for the others before it aborts the job.
-TIMEOUT_ENV = "MLM_MPI_TIMEOUT"
+#: Seconds a rank waits in the per-step exchange for the others before it aborts the job (env.MPI_TIMEOUT).
 DEFAULT_TIMEOUT = 60.0
 #: After a step at which rank 0 evaluates, samples or saves, the others wait this many times longer.
 SLOW_BOUNDARY_FACTOR = 10
@@ -57,8 +56,6 @@ LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
 #: Seconds between printing the reason for an abort and aborting: the launcher forwards a rank's output
 #: through its proxies, and an abort that overtakes it loses the one line that says what happened.
 ABORT_GRACE = 0.5
-#: Test hook: "R:S" makes rank R raise an exception at step S (see tests/test_mpi.py).
-FAIL_AT_ENV = "MLM_TEST_FAIL_AT"
 #: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
 SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL, SAVE_DUE = range(4)
 CONTROL_WORDS = 4
@@ -154,6 +151,7 @@ def _comparable_settings(settings: TrainSettings) -> dict[str, str]:
 
 
 def _host() -> str:
+    """This machine's name, for messages that say which rank is where."""
     return socket.gethostname()
 
 
@@ -162,7 +160,6 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, settings: TrainSettings, comm: Any):
         super().__init__(settings)
-        # As given, before rank 0's setup fills in what it decides (a resumed configuration, the cooldown).
         self.given_settings = _comparable_settings(settings)
         self.comm, self.mpi = comm, import_mpi()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
@@ -182,7 +179,8 @@ class DistributedTrainer(Trainer):
 
     @staticmethod
     def _timeout() -> float:
-        raw = os.environ.get(TIMEOUT_ENV)
+        """The exchange deadline in seconds, from MLM_MPI_TIMEOUT (env.MPI_TIMEOUT) or the default."""
+        raw = os.environ.get(env.MPI_TIMEOUT)
         if raw is None:
             return DEFAULT_TIMEOUT
         try:
@@ -190,7 +188,7 @@ class DistributedTrainer(Trainer):
         except ValueError:
             value = -1.0
         if value <= 0:
-            raise MlmError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+            raise MlmError(f"{env.MPI_TIMEOUT}={raw!r} is not a positive number of seconds")
         return value
 
     # -- all-or-nothing ---------------------------------------------------------------------
@@ -227,10 +225,11 @@ class DistributedTrainer(Trainer):
         """Complete a non-blocking collective (see :func:`poll`); abort past the deadline."""
         if not poll(request, timeout):
             self.abort(f"no answer from the other ranks within {timeout:.0f} s in {what}: a rank stalled, "
-                       f"was stopped or its machine slept ({TIMEOUT_ENV} sets the deadline); "
+                       f"was stopped or its machine slept ({env.MPI_TIMEOUT} sets the deadline); "
                        "re-run the same command to resume from the last checkpoint")
 
     def _deadline(self) -> float:
+        """The deadline of the next exchange: longer once after a step at which rank 0 did slow work."""
         slow, self.slow_boundary = self.slow_boundary, False
         return self.timeout * (SLOW_BOUNDARY_FACTOR if slow else 1)
 
@@ -241,10 +240,12 @@ class DistributedTrainer(Trainer):
         return super()._lock_run_dir() if self.root else contextlib.nullcontext()
 
     def say(self, message: str) -> None:
+        """Only rank 0 shows and logs lines."""
         if self.root:
             super().say(message)
 
     def _setup(self) -> None:
+        """Rank 0 resumes or initialises the run; every other rank checks that it fits and adopts it."""
         outcome: tuple[str | None, dict | None] = (None, None)
         if self.root:
             try:
@@ -264,10 +265,10 @@ class DistributedTrainer(Trainer):
             raise DistributedRefusal(problems[0] + more)
         if not self.root:
             self._adopt(payload)
-        pairs = self.s.config.pairs
+        pairs = self.config.pairs
         if self.size > pairs:
             raise DistributedRefusal(f"{self.size} ranks but only {pairs} pairs per step (--population "
-                                     f"{self.s.config.population}): start at most {pairs} ranks, or raise --population")
+                                     f"{self.config.population}): start at most {pairs} ranks, or raise --population")
         self.shares = pair_shares(pairs, self.size)
         self.share = self.shares[self.rank]
         self.width = CONTROL_WORDS + 2 * max(p1 - p0 for p0, p1 in self.shares)
@@ -277,23 +278,25 @@ class DistributedTrainer(Trainer):
                  f"{'-'.join(map(str, sizes))} pairs each")
 
     def _start_payload(self) -> dict[str, Any]:
-        st = self.state
+        """What the other ranks need of rank 0's start: facts to check, the model, state and bookkeeping."""
+        state = self.state
         return {
             "facts": self._facts(self.corpus.sha256), "settings": self.given_settings,
-            "config": self.s.config, "run_seed": self.run_seed, "step": st.step, "best": st.best,
-            "last_val": st.last_val, "last_train_loss": st.last_train_loss, "saved_step": st.saved_step,
+            "config": self.config, "run_seed": self.run_seed, "step": state.step, "best": state.best,
+            "last_val": state.last_val, "last_train_loss": state.last_train_loss, "saved_step": state.saved_step,
             "weights": self.engine.weights.copy(), "training_state": self.engine.training_state(),
         }
 
     @staticmethod
     def _facts(data_sha256: str) -> dict[str, str]:
+        """What every rank must share: the mlm version, the bits its core computes, the data."""
         return {"mlm version": __version__, "core fingerprint": core_fingerprint(), "data sha256": data_sha256}
 
     def _check_against(self, payload: dict[str, Any]) -> str | None:
         """What makes this rank unfit to join rank 0's run, as one line (None: nothing)."""
         where = f"rank {self.rank} ({_host()})"
         try:
-            self.corpus, _ = resolve_data(self.s.data)
+            self.corpus, _ = resolve_data(self.settings.data)
         except MlmError as error:
             return f"{where} cannot read the training data: {error}"
         mine, theirs = self._facts(self.corpus.sha256), payload["facts"]
@@ -312,33 +315,34 @@ class DistributedTrainer(Trainer):
 
     def _adopt(self, payload: dict[str, Any]) -> None:
         """Take rank 0's model, state and bookkeeping (it alone reads the run directory)."""
-        self.s.config, self.run_seed = payload["config"], payload["run_seed"]
-        self.engine = Engine(self.s.config, threads=self.s.threads)
+        self.config, self.run_seed = payload["config"], payload["run_seed"]
+        self.engine = Engine(self.config, threads=self.settings.threads)
         self.engine.weights[:] = payload["weights"]
         self.engine.load_training_state(payload["training_state"])
-        st = self.state
-        st.step, st.best, st.last_val = payload["step"], payload["best"], payload["last_val"]
-        st.last_train_loss, st.saved_step = payload["last_train_loss"], payload["saved_step"]
-        self.windows = WindowSampler(self.corpus.train, self.s.config.streams, self.s.config.seq_len)
+        state = self.state
+        state.step, state.best, state.last_val = payload["step"], payload["best"], payload["last_val"]
+        state.last_train_loss, state.saved_step = payload["last_train_loss"], payload["saved_step"]
+        self.windows = WindowSampler(self.corpus.train, self.config.streams, self.config.seq_len)
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _stopping(self, stop: StopRequest, started: float, first_step: int) -> bool:
+    def _stopping(self, stop: StopRequest) -> bool:
         """Steps run out on every rank at once; a signal (any rank) or the time budget (rank 0's clock)
         is sent in the next exchange, after which every rank stops."""
-        if self.s.steps is not None and self.state.step >= self.s.steps:
+        if self.settings.steps is not None and self.state.step >= self.settings.steps:
             return True
         if stop.signal is not None:
             self.pending[SIGNAL] = stop.signal
-        if self.root and self._budget_spent(started, first_step):
+        if self.root and self._budget_spent():
             self.pending[BUDGET_SPENT] = 1
         if self.agreed_signal is not None:
             stop.signal = self.agreed_signal
         return self.agreed_signal is not None or self.agreed_budget_spent
 
     def _train_step(self, step: int, windows: np.ndarray) -> StepResult:
-        if os.environ.get(FAIL_AT_ENV) == f"{self.rank}:{step}":
-            raise RuntimeError(f"{FAIL_AT_ENV} asked rank {self.rank} to fail at step {step}")
+        """Run this rank's pairs, exchange the losses and control words with every rank, apply the update."""
+        if os.environ.get(env.TEST_FAIL_AT) == f"{self.rank}:{step}":
+            raise RuntimeError(f"{env.TEST_FAIL_AT} asked rank {self.rank} to fail at step {step}")
         p0, p1 = self.share
         row = np.zeros(self.width, dtype=np.int64)
         row[CONTROL_WORDS : CONTROL_WORDS + 2 * (p1 - p0)] = self.engine.evaluate_pairs(
@@ -364,7 +368,7 @@ class DistributedTrainer(Trainer):
         self.agreed_save = bool(table[0, SAVE_DUE])
         return self.engine.apply_update(self.run_seed, step, windows, losses)
 
-    def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
+    def _fix_cooldown_from_speed(self) -> None:
         """Rank 0 estimates the cooldown from its clock and sends it; every rank adopts it on arrival."""
         if self.cooldown_adopted:
             return
@@ -373,14 +377,16 @@ class DistributedTrainer(Trainer):
             self.cooldown_adopted = True
             self.pending[COOLDOWN_TOTAL] = 0
         elif self.root and not self.pending[COOLDOWN_TOTAL]:
-            estimate = self._cooldown_estimate(started, first_step)
+            estimate = self._cooldown_estimate()
             if estimate is not None:
                 self.pending[COOLDOWN_TOTAL], self.cooldown_basis = estimate[0], estimate[1:]
 
     def _save_due(self, step: int) -> bool:
+        """Whether rank 0 said, in the latest exchange, that a checkpoint is due (its clock decides)."""
         return self.agreed_save
 
     def _evaluate(self) -> None:
+        """Rank 0 evaluates; the others only note the step."""
         self.slow_boundary = True
         if self.root:
             super()._evaluate()
@@ -388,6 +394,7 @@ class DistributedTrainer(Trainer):
             self.state.val_step = self.state.step
 
     def _sample(self) -> bytes:
+        """Rank 0 samples; the others return nothing."""
         self.slow_boundary = True
         return super()._sample() if self.root else b""
 
@@ -410,6 +417,7 @@ class DistributedTrainer(Trainer):
 
     @property
     def _slow_timeout(self) -> float:
+        """The deadline around slow work on rank 0 (start, checkpoints)."""
         return self.timeout * SLOW_BOUNDARY_FACTOR
 
     def _gather_state(self) -> None:
@@ -426,6 +434,7 @@ class DistributedTrainer(Trainer):
         self._wait(request, self._slow_timeout, "gathering the members' state for a checkpoint")
 
     def _record(self, status: str, seconds: float, steps_done: int) -> None:
+        """Rank 0 logs the mean exchange wait and writes the results row."""
         if self.root:
             if self.exchange_seconds:
                 mean_us = 1e6 * float(np.mean(self.exchange_seconds))

@@ -162,9 +162,6 @@ class Engine:
             raise MlmError(f"--threads must be at least 1 (got {value})")
         lib.egg_set_threads(self._model, value)
 
-    def set_batched(self, batched: bool) -> None:
-        lib.egg_set_batched(self._model, int(batched))
-
     def tensors(self) -> list[TensorInfo]:
         name, rows, cols, offset = ffi.new("char **"), ffi.new("int32_t *"), ffi.new("int32_t *"), \
             ffi.new("int64_t *")
