@@ -225,17 +225,22 @@ def range_message(name: str, value: int) -> str:
     return f"{label} must be between {low} and {high} (got {got})"
 
 
-def _check_against_core() -> None:
-    """ModelConfig must have exactly egg_config's fields, all int32: ffi.new would zero-fill a
-    missing one silently, and validate() relies on the int32 range."""
-    core = {name: f.type.cname for name, f in ffi.typeof("egg_config").fields}
-    ours = [f.name for f in fields(ModelConfig)]
+def field_disagreements(ours: list[str], core: dict[str, str]) -> list[str]:
+    """How the fields ``ours`` (ModelConfig's) and ``core`` (egg_config's, name -> C type) disagree,
+    one line each: ffi.new would zero-fill a field ModelConfig lacks, and validate() relies on int32."""
     problems = [f"egg_config.{name} (csrc/egg.h) has no ModelConfig field" for name in core if name not in ours]
     problems += [f"ModelConfig.{name} has no egg_config field in csrc/egg.h" for name in ours if name not in core]
     problems += [f"egg_config.{name} is {ctype}, not int32_t" for name, ctype in core.items() if ctype != "int32_t"]
+    return problems
+
+
+def _check_against_core() -> None:
+    """Refuse to run with a configuration table that the compiled core does not share."""
+    problems = field_disagreements([f.name for f in fields(ModelConfig)],
+                                   {name: f.type.cname for name, f in ffi.typeof("egg_config").fields})
     if problems:
         raise ImportError("mlm/egg/config.py and the C core disagree: " + "; ".join(problems)
-                          + " (rebuild the core, or add the field to both)")
+                          + " (add the field to both, then rebuild the core)")
 
 
 _check_against_core()
