@@ -3,11 +3,18 @@ every train flag reaching its field."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import cli_env
 from mlm.egg import cli
 from mlm.egg.config import (
     INT32_MAX,
@@ -22,6 +29,8 @@ from mlm.egg.config import (
 from mlm.egg.core import ffi, lib
 from mlm.egg.layout import expected_sizes, n_state, n_weights
 from mlm.errors import MlmError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def near(*points: int) -> st.SearchStrategy[int]:
@@ -160,3 +169,16 @@ def test_old_checkpoints_configurations_take_their_legacy_values() -> None:
     assert (config.fitness_levels, config.vote_memory, config.z_growth_steps, config.max_z_q8,
             config.vector_z_q8) == (1, 0, 0, lib.EGG_MAX_Z_Q8, 256)
     assert expected_sizes(config)[1] == config.population * config.hidden  # no vote memory in the state
+
+
+def test_without_a_built_core_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    """The flags' ranges come from the core, so the CLI cannot even show --help without it."""
+    if list(importlib.metadata.distributions(name="mlm")):
+        pytest.skip("an installed mlm would serve its core to the copy")
+    shutil.copytree(ROOT / "mlm", tmp_path / "mlm", ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "mlm.egg", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            env=cli_env(PYTHONPATH=str(tmp_path)), timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: the C core of mlm is not built: run `pip install .` (or `python mlm/egg/_build.py` to build it "
+        "inside this checkout)"]
