@@ -16,6 +16,7 @@ from mlm.click_types import SEED, FiniteFloatRange
 from mlm.click_types import THREADS as THREADS_TYPE
 from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
 from mlm.egg.config import KNOBS, PRESETS, flag_of, from_flag_units, in_flag_units, preset
+from mlm.egg.layout import VOCAB
 from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
 
@@ -169,7 +170,7 @@ def argument_bytes(text: str) -> bytes:
               help="Read the prompt from a file.")
 @click.option("--length", type=NON_NEGATIVE, default=400, show_default=True, help="Bytes to generate.")
 @click.option("--temperature", type=FiniteFloatRange(0), default=0.8, show_default=True, help="0 = greedy.")
-@click.option("--top-k", type=click.IntRange(0, 256), default=0, show_default=True,
+@click.option("--top-k", type=click.IntRange(0, VOCAB), default=0, show_default=True,
               help="Keep the k likeliest bytes (0: all).")
 @click.option("--min-p", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Drop bytes less likely than min-p times the likeliest.")

@@ -13,6 +13,7 @@ import numpy as np
 
 from mlm.egg.config import ModelConfig
 from mlm.egg.core import ffi, lib
+from mlm.egg.layout import VOCAB
 from mlm.errors import MlmError
 
 #: Losses are Q16 fixed-point bits: a loss_q16 divided by this is in bits.
@@ -155,7 +156,7 @@ class Engine:
         toks = _bytes(tokens)
         if state is None:
             state = np.zeros(self.state_size_per_member(), dtype=np.int8)
-        logits = np.zeros((max(len(toks) - 1, 0), lib.EGG_VOCAB), dtype=np.int8) if want_logits else None
+        logits = np.zeros((max(len(toks) - 1, 0), VOCAB), dtype=np.int8) if want_logits else None
         loss = ffi.new("int64_t *")
         _check(lib.egg_forward(self._model, _u8(toks), len(toks), _i8(state),
                                _i8(logits) if logits is not None else ffi.NULL, loss))
@@ -163,7 +164,7 @@ class Engine:
 
     def next_logits(self, token: int, state: np.ndarray) -> np.ndarray:
         """Advance a sampling state by one byte; returns the 256 int8 logits."""
-        logits = np.zeros(lib.EGG_VOCAB, dtype=np.int8)
+        logits = np.zeros(VOCAB, dtype=np.int8)
         _check(lib.egg_next_logits(self._model, token, _i8(state), _i8(logits)))
         return logits
 
