@@ -42,5 +42,6 @@ def _installed_core() -> ModuleType:
                    "to build it inside this checkout)")
 
 
-_core_module = _installed_core()
-ffi, lib = _core_module.ffi, _core_module.lib
+#: The loaded extension module (its ``__file__`` says which build runs).
+module = _installed_core()
+ffi, lib = module.ffi, module.lib

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlm.egg import core
 from mlm.egg.config import ModelConfig
 from mlm.egg.core import ffi, lib
 from mlm.egg.layout import VOCAB
 from mlm.errors import MlmError
 
+#: The compiled core, as before it had a module of its own (tests/test_native_c.py links against its file).
+_core_module = core.module
 #: Losses are Q16 fixed-point bits: a loss_q16 divided by this is in bits.
 LOSS_SCALE = float(1 << lib.EGG_LOSS_FRAC_BITS)
 
