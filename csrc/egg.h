@@ -36,6 +36,8 @@ enum {
     EGG_MAX_VECTOR_Z_Q8 = 4096
 };
 
+/* The model and its training rule. ModelConfig in mlm/egg/config.py has exactly these fields (checked when it
+ * is imported), each with its range, flag and log tag; egg_create refuses values outside the limits above. */
 typedef struct egg_config {
     int32_t hidden;            /* model width, multiple of 16 */
     int32_t layers;            /* GRU + MLP blocks */

@@ -62,7 +62,8 @@ class ModelConfig:
     in ``csrc/egg.h`` must have the same fields (checked at import).
     """
 
-    hidden: int = knob(64, HIDDEN_MULTIPLE, lib.EGG_MAX_HIDDEN, "h", "Model width (multiple of 16).")
+    hidden: int = knob(64, HIDDEN_MULTIPLE, lib.EGG_MAX_HIDDEN, "h",
+                       f"Model width (multiple of {HIDDEN_MULTIPLE}).")
     layers: int = knob(1, 1, lib.EGG_MAX_LAYERS, "l", "Number of GRU+MLP blocks.")
     #: MLP width = hidden * mlp_ratio (no train flag: `bench --mlp-ratio` explores it).
     mlp_ratio: int = knob(2, 1, lib.EGG_MAX_MLP_RATIO, "m")
