@@ -15,6 +15,31 @@
 
 #include <stdint.h>
 
+/* The core's fixed numbers, published so that Python reads them (lib.EGG_...) instead of re-typing them.
+ * The limits are the accepted range of each egg_config field that egg_create checks. */
+enum {
+    EGG_VOCAB = 256,              /* bytes: embedding and head rows, logits per prediction */
+    EGG_LOSS_FRAC_BITS = 16,      /* losses are Q16 fixed-point bits */
+    EGG_HIDDEN_MULTIPLE = 16,     /* hidden is a multiple of the SIMD block (the NEON width) */
+    EGG_MAX_HIDDEN = 4096,
+    EGG_MAX_LAYERS = 64,
+    EGG_MAX_MLP_RATIO = 8,
+    EGG_MAX_POPULATION = 65536,
+    EGG_MAX_NOISE_BITS = 4,       /* noise u1 - u2 fits a nibble each */
+    EGG_MAX_SHIFT = 16,           /* noise_shift and shift_base */
+    EGG_MAX_FITNESS_NOISE = 127,  /* fitness_levels * (2^noise_bits - 1): their product fits int8 */
+    EGG_MAX_Z_Q8 = 4096,          /* the largest vote threshold, 16 spreads: keeps the squared threshold in 64 bits */
+    /* With vote memory the threshold is compared with the memory, never squared: 127 spreads, so the
+     * memory, clamped to +/- z, still fits int16. */
+    EGG_MEMORY_MAX_Z_Q8 = 32512,
+    EGG_MAX_WEIGHT_DECAY_Q8 = 256,
+    EGG_MAX_VECTOR_Z_Q8 = 4096,
+    EGG_MAX_WEIGHT_AVERAGE = 16,
+    EGG_AVERAGE_FRAC_BITS = 23    /* of the weight average's int32 per weight: 127 * 2^23 fits with room */
+};
+
+/* The model and its training rule. ModelConfig in mlm/egg/config.py has exactly these fields (checked when it
+ * is imported), each with its range, flag and log tag; egg_create refuses values outside the limits above. */
 typedef struct egg_config {
     int32_t hidden;            /* model width, multiple of 16 */
     int32_t layers;            /* GRU + MLP blocks */
@@ -59,7 +84,7 @@ int8_t *egg_state(egg_model *m);
  * cfg.vote_memory, else 0 (and NULL). Part of the training state, like the weights. */
 int64_t egg_vote_memory_size(const egg_model *m);
 int16_t *egg_vote_memory(egg_model *m);
-/* The weight average, per weight an int32 with 23 fraction bits: weights-size entries when
+/* The weight average, per weight an int32 with EGG_AVERAGE_FRAC_BITS fraction bits: weights-size entries when
  * cfg.weight_average, else 0 (and NULL). Part of the training state; evaluation, sampling and export
  * use it through egg_averaged_weights. */
 int64_t egg_weight_average_size(const egg_model *m);

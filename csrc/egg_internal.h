@@ -7,13 +7,6 @@
 
 #include "egg.h"
 
-#define EGG_VOCAB 256
-#define EGG_LOSS_FRAC_BITS 16
-#define EGG_AVERAGE_FRAC_BITS 23 /* 127 * 2^23 fits an int32 with room */
-#define EGG_MAX_Z_Q8 4096 /* the largest vote threshold, 16 spreads: keeps vote_threshold() in 64 bits */
-/* With vote memory the threshold is compared with the memory, never squared: 127 spreads, so the
- * memory, clamped to +/- z, still fits int16. */
-#define EGG_MEMORY_MAX_Z_Q8 32512
 
 enum egg_kind { EGG_EMBEDDING, EGG_MATRIX, EGG_NORM, EGG_BIAS };
 

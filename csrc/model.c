@@ -13,26 +13,29 @@
 #define NORM_WEIGHT_INIT 16
 
 static int check_config(const egg_config *c) {
-    if (c->hidden < 16 || c->hidden % 16 || c->hidden > 4096) {
-        egg_set_error("hidden must be a multiple of 16 between 16 and 4096 (got %d)", c->hidden);
+    if (c->hidden < EGG_HIDDEN_MULTIPLE || c->hidden % EGG_HIDDEN_MULTIPLE || c->hidden > EGG_MAX_HIDDEN) {
+        egg_set_error("hidden must be a multiple of %d between %d and %d (got %d)", EGG_HIDDEN_MULTIPLE,
+                      EGG_HIDDEN_MULTIPLE, EGG_MAX_HIDDEN, c->hidden);
         return -1;
     }
-    if (c->layers < 1 || c->layers > 64 || c->mlp_ratio < 1 || c->mlp_ratio > 8) {
-        egg_set_error("layers must be in [1, 64] and mlp_ratio in [1, 8]");
+    if (c->layers < 1 || c->layers > EGG_MAX_LAYERS || c->mlp_ratio < 1 || c->mlp_ratio > EGG_MAX_MLP_RATIO) {
+        egg_set_error("layers must be in [1, %d] and mlp_ratio in [1, %d]", EGG_MAX_LAYERS, EGG_MAX_MLP_RATIO);
         return -1;
     }
-    if (c->seq_len < 1 || c->population < 2 || c->population % 2 || c->population > 65536) {
-        egg_set_error("seq_len must be >= 1 and population even in [2, 65536]");
+    if (c->seq_len < 1 || c->population < 2 || c->population % 2 || c->population > EGG_MAX_POPULATION) {
+        egg_set_error("seq_len must be >= 1 and population even in [2, %d]", EGG_MAX_POPULATION);
         return -1;
     }
     if (c->streams < 1 || c->streams > c->population / 2) {
         egg_set_error("streams must be in [1, population/2]");
         return -1;
     }
-    if (c->noise_bits < 1 || c->noise_bits > 4 || c->noise_shift < 0 || c->noise_shift > 16 ||
+    /* fitness_levels is compared by division: the product with the noise range overflows int32 for
+     * large values, and a wrapped product must not pass. */
+    if (c->noise_bits < 1 || c->noise_bits > EGG_MAX_NOISE_BITS || c->noise_shift < 0 || c->noise_shift > EGG_MAX_SHIFT ||
         c->threshold_z_q8 < 0 || c->threshold_z_q8 > EGG_MAX_Z_Q8 || c->alpha_decay_steps < 0 || c->z_growth_steps < 0 ||
-        c->shift_base < 0 || c->shift_base > 16 || c->fitness_levels < 1 ||
-        c->fitness_levels * ((1 << c->noise_bits) - 1) > 127 || (c->sparse_embedding_votes & ~1) ||
+        c->shift_base < 0 || c->shift_base > EGG_MAX_SHIFT || c->fitness_levels < 1 ||
+        c->fitness_levels > EGG_MAX_FITNESS_NOISE / ((1 << c->noise_bits) - 1) || (c->sparse_embedding_votes & ~1) ||
         (c->vote_memory & ~1)) {
         egg_set_error("algorithm settings out of range");
         return -1;
@@ -43,8 +46,9 @@ static int check_config(const egg_config *c) {
         egg_set_error("threshold schedule out of range");
         return -1;
     }
-    if (c->weight_decay_q8 < 0 || c->weight_decay_q8 > 256 || (c->weight_decay_q8 && !c->vote_memory) ||
-        c->vector_z_q8 < 1 || c->vector_z_q8 > 4096 || c->weight_average < 0 || c->weight_average > 16) {
+    if (c->weight_decay_q8 < 0 || c->weight_decay_q8 > EGG_MAX_WEIGHT_DECAY_Q8 || (c->weight_decay_q8 && !c->vote_memory) ||
+        c->vector_z_q8 < 1 || c->vector_z_q8 > EGG_MAX_VECTOR_Z_Q8 ||
+        c->weight_average < 0 || c->weight_average > EGG_MAX_WEIGHT_AVERAGE) {
         egg_set_error("weight_decay_q8, vector_z_q8 or weight_average out of range");
         return -1;
     }

@@ -19,8 +19,8 @@ import numpy as np
 from mlm.data.corpus import load_corpus
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+from mlm.egg.layout import expected_sizes
 from mlm.egg.run_dir import RING_SIZE, RunDir
-from mlm.egg.train import expected_sizes
 
 
 def main() -> None:

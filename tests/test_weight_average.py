@@ -11,7 +11,7 @@ from conftest import run_cli
 from mlm.egg.checkpoint import read_checkpoint
 from mlm.egg.engine import Engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
-from mlm.egg.train import expected_sizes
+from mlm.egg.layout import expected_sizes
 
 
 def test_eval_sample_and_export_use_the_average_and_training_does_not(workdir: Path) -> None:

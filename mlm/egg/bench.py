@@ -29,17 +29,21 @@ import click
 import numpy as np
 
 from mlm.click_types import THREADS, FiniteFloatRange
-from mlm.egg import reference as ref
-from mlm.egg.config import PRESETS, SIZE_RANGES, ModelConfig
+from mlm.egg.config import KNOBS, PRESETS, ModelConfig
 from mlm.egg.config import preset as preset_config
+from mlm.egg.layout import MATRIX_KINDS, VOCAB, n_vote_memory, n_weights, tensor_layout
 from mlm.errors import MlmError
 
 if TYPE_CHECKING:
     from mlm.egg.engine import Engine
 
-VOCAB = 256
 SCHEDULES = ("batched", "member", "both")
 SEED = 1
+
+
+def field_range(name: str) -> click.IntRange:
+    """The accepted values of a size field (config.KNOBS), for the override options."""
+    return click.IntRange(KNOBS[name].low, KNOBS[name].high)
 
 
 def macs_per_pop_token(cfg: ModelConfig) -> int:
@@ -54,13 +58,13 @@ def macs_per_pop_token(cfg: ModelConfig) -> int:
     MLP's up (M x H) and down (H x M), then the head (256 x H). Reference preset:
     12,713,984 + 37,632 = 12,751,616.
     """
-    matrices = [t for t in ref.tensor_layout(cfg) if t.kind not in ("embedding", "norm", "bias")]
+    matrices = [t for t in tensor_layout(cfg) if t.kind in MATRIX_KINDS]
     return sum(t.rows * t.cols + t.rows + t.cols for t in matrices)
 
 
 def gemm_macs_per_pop_token(cfg: ModelConfig) -> int:
     """The part of :func:`macs_per_pop_token` that the GEMM does: rows x cols of every weight matrix."""
-    return sum(t.rows * t.cols for t in ref.tensor_layout(cfg) if t.kind not in ("embedding", "norm", "bias"))
+    return sum(t.rows * t.cols for t in tensor_layout(cfg) if t.kind in MATRIX_KINDS)
 
 
 def bench_config(preset: str, overrides: dict[str, int] | None = None) -> ModelConfig:
@@ -76,7 +80,7 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     int32 accumulators: csrc/forward.c), or in the update, per running task, a block of about 16K
     int32 votes, its rows of A and its tensor's B, transposed (csrc/es.c).
     """
-    layout = ref.tensor_layout(cfg)
+    layout = tensor_layout(cfg)
     h, m = cfg.hidden, cfg.mlp_hidden
     noise = cfg.pairs * sum(t.rows + t.cols for t in layout)
     vectors = sum(t.cols for t in layout if t.kind in ("norm", "bias"))
@@ -88,8 +92,8 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     task_votes = max(min(t.rows, max(1, votes_per_task // t.cols)) * t.cols for t in layout)
     update = threads * (4 * task_votes + cfg.pairs * (task_rows + max(t.cols for t in layout)))
     state = cfg.population * cfg.layers * h
-    memory = 2 * ref.n_weights(cfg) * cfg.vote_memory
-    return ref.n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
+    memory = 2 * n_vote_memory(cfg)
+    return n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)
 
 
 @dataclass
@@ -293,13 +297,13 @@ def format_report(r: dict) -> str:
               help="Worker threads.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="both", show_default=True,
               help="batched: population GEMMs; member: one member at a time (SIMD dot products).")
-@click.option("--hidden", type=click.IntRange(*SIZE_RANGES["hidden"]), help="Override the preset's model width.")
-@click.option("--layers", type=click.IntRange(*SIZE_RANGES["layers"]), help="Override the preset's number of layers.")
-@click.option("--mlp-ratio", type=click.IntRange(*SIZE_RANGES["mlp_ratio"]),
+@click.option("--hidden", type=field_range("hidden"), help="Override the preset's model width.")
+@click.option("--layers", type=field_range("layers"), help="Override the preset's number of layers.")
+@click.option("--mlp-ratio", type=field_range("mlp_ratio"),
               help="Override the preset's MLP width over the model width.")
-@click.option("--seq-len", type=click.IntRange(*SIZE_RANGES["seq_len"]),
+@click.option("--seq-len", type=field_range("seq_len"),
               help="Override the preset's tokens per member per step.")
-@click.option("--population", type=click.IntRange(*SIZE_RANGES["population"]),
+@click.option("--population", type=field_range("population"),
               help="Override the preset's members per step (the data windows follow, as in train).")
 @click.option("--thread-scaling", is_flag=True,
               help="Also time the batched schedule on one thread and report the thread efficiency.")

@@ -31,7 +31,7 @@ from mlm.egg.config import PRESETS
 from mlm.egg.config import preset as preset_config
 from mlm.egg.distributed import CONTROL_WORDS, import_mpi, pair_shares, poll
 from mlm.egg.engine import Engine
-from mlm.egg.reference import n_weights
+from mlm.egg.layout import n_weights
 
 MODEL_RANKS = (1, 2, 4, 8, 16, 32, 64)
 SEED = 1

@@ -16,15 +16,8 @@ from mlm import __version__
 from mlm.click_types import SEED, FiniteFloatRange
 from mlm.click_types import THREADS as THREADS_TYPE
 from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
-from mlm.egg.config import (
-    INT32_MAX,
-    MAX_MEMORY_Z_Q8,
-    MAX_THRESHOLD_Z_Q8,
-    MAX_WEIGHT_AVERAGE,
-    PRESETS,
-    SIZE_RANGES,
-    preset,
-)
+from mlm.egg.config import KNOBS, PRESETS, flag_of, from_flag_units, in_flag_units, preset
+from mlm.egg.layout import VOCAB
 from mlm.egg.schedule import DEFAULT_COOLDOWN
 from mlm.errors import MlmError
 
@@ -68,10 +61,16 @@ def preset_values(field: str, scale: float = 1) -> str:
     return f"[presets: {values}]"
 
 
-def size_option(flag: str, kind: click.ParamType, text: str, field: str | None = None, scale: float = 1):
-    """A configuration flag whose help ends with the presets' values of ``field`` (default: the flag's name)."""
-    field = field or flag[2:].replace("-", "_")
-    return click.option(flag, type=kind, help=f"{text} {preset_values(field, scale)}")
+def config_options(command: click.Command) -> click.Command:
+    """A ``train`` flag for every configuration field that has one (``config.KNOBS``), in field order, its
+    range that of the field and its help ending with the presets' values. The option's name is the field's."""
+    for name, knob in reversed(KNOBS.items()):
+        if knob.help:
+            low, high = in_flag_units(name, knob.low), in_flag_units(name, knob.high)
+            kind = click.IntRange(low, high) if knob.scale == 1 else FiniteFloatRange(low, high)
+            command = click.option(flag_of(name), name, type=kind,
+                                   help=f"{knob.help} {preset_values(name, knob.scale)}")(command)
+    return command
 
 
 #: Caps that keep a number within what the run can ever use (steps fit the checkpoint's int64 field).
@@ -87,40 +86,7 @@ NON_NEGATIVE = click.IntRange(min=0)
 @click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="small", show_default=True,
               help="Model size and algorithm settings; flags below override it. Resuming, a --preset given "
                    "explicitly must match the checkpoint.")
-@size_option("--hidden", click.IntRange(*SIZE_RANGES["hidden"]), "Model width (multiple of 16).")
-@size_option("--layers", click.IntRange(*SIZE_RANGES["layers"]), "Number of GRU+MLP blocks.")
-@size_option("--seq-len", click.IntRange(*SIZE_RANGES["seq_len"]), "Bytes per member per step.")
-@size_option("--population", click.IntRange(*SIZE_RANGES["population"]),
-             "Members per step (even: +/- pairs); without --streams the data windows follow it.")
-@size_option("--streams", click.IntRange(1, 32768), "Distinct data windows per step.")
-@size_option("--noise-bits", click.IntRange(1, 4),
-             "Noise values u1 - u2 with u uniform on [0, 2^noise-bits).")
-@size_option("--noise-shift", click.IntRange(0, 16), "Perturbation scale: A*B >> noise-shift.")
-@size_option("--shift-base", click.IntRange(0, 16),
-             "Matmul output shift: shift-base + floor(log2(inputs)/2).")
-@size_option("--threshold-z", FiniteFloatRange(0, MAX_THRESHOLD_Z_Q8 / 256),
-             "A weight moves when its vote (with vote memory: its summed votes) passes z vote spreads.",
-             "threshold_z_q8", 256)
-@size_option("--vote-memory", click.IntRange(0, 1),
-             "1: votes add up across steps in a per-weight memory; 0: each step's vote alone.")
-@size_option("--fitness-levels", click.IntRange(1, 127),
-             "Pair fitness: sign of the loss difference times 1..levels by the rank of its size (1 = sign only).")
-@size_option("--sparse-embedding-votes", click.IntRange(0, 1),
-             "1: only pairs whose window holds a byte vote on its embedding row.")
-@size_option("--z-growth", click.IntRange(0, INT32_MAX),
-             "The threshold grows as z*sqrt((t+G)/G) over G steps; 0 = constant.", "z_growth_steps")
-@size_option("--alpha-decay", click.IntRange(0, INT32_MAX), "Updated fraction D/(t+D); 0 = no decay.",
-             "alpha_decay_steps")
-@size_option("--max-z", FiniteFloatRange(0, MAX_MEMORY_Z_Q8 / 256),
-             "Ceiling of the growing threshold, in vote spreads.", "max_z_q8", 256)
-@size_option("--weight-decay", FiniteFloatRange(0, 1),
-             "With vote memory: a matrix weight w pulls its memory towards 0 by w * this / 256 vote spreads per "
-             "step.", "weight_decay_q8", 256)
-@size_option("--vector-z", FiniteFloatRange(1 / 256, 16),
-             "Threshold of norm and bias vectors as a multiple of the matrices'.", "vector_z_q8", 256)
-@size_option("--weight-average", click.IntRange(0, MAX_WEIGHT_AVERAGE),
-             "Evaluate, sample and export an exponential average of the weights over about the last 1/2^K of the "
-             "steps (late moves are mostly noise); 0 = the weights themselves.", "weight_average")
+@config_options
 @click.option("--cooldown", type=FiniteFloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
                    "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
@@ -175,17 +141,8 @@ def train_settings(options: dict, preset_given: bool) -> TrainSettings:
     from mlm.egg.train import TrainSettings
 
     o = dict(options)
-    explicit = {k: v for k, v in {
-        "hidden": o["hidden"], "layers": o["layers"], "seq_len": o["seq_len"], "population": o["population"],
-        "streams": o["streams"], "noise_bits": o["noise_bits"], "noise_shift": o["noise_shift"],
-        "shift_base": o["shift_base"], "alpha_decay_steps": o["alpha_decay"], "z_growth_steps": o["z_growth"],
-        "vote_memory": o["vote_memory"], "fitness_levels": o["fitness_levels"],
-        "sparse_embedding_votes": o["sparse_embedding_votes"], "weight_average": o["weight_average"],
-        "threshold_z_q8": None if o["threshold_z"] is None else round(o["threshold_z"] * 256),
-        "max_z_q8": None if o["max_z"] is None else round(o["max_z"] * 256),
-        "weight_decay_q8": None if o["weight_decay"] is None else round(o["weight_decay"] * 256),
-        "vector_z_q8": None if o["vector_z"] is None else round(o["vector_z"] * 256),
-    }.items() if v is not None}
+    explicit = {name: from_flag_units(name, o[name]) for name, knob in KNOBS.items()
+                if knob.help and o[name] is not None}
     steps, time_budget = o["steps"], o["time_budget"]
     if steps is None and time_budget is None:
         time_budget = DEFAULT_TIME_BUDGET
@@ -215,7 +172,7 @@ def argument_bytes(text: str) -> bytes:
               help="Read the prompt from a file.")
 @click.option("--length", type=NON_NEGATIVE, default=400, show_default=True, help="Bytes to generate.")
 @click.option("--temperature", type=FiniteFloatRange(0), default=0.8, show_default=True, help="0 = greedy.")
-@click.option("--top-k", type=click.IntRange(0, 256), default=0, show_default=True,
+@click.option("--top-k", type=click.IntRange(0, VOCAB), default=0, show_default=True,
               help="Keep the k likeliest bytes (0: all).")
 @click.option("--min-p", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Drop bytes less likely than min-p times the likeliest.")
@@ -228,9 +185,9 @@ def sample(ckpt, run_dir, prompt, prompt_file, length, temperature, top_k, min_p
            seed, raw) -> None:
     """Generate text from a checkpoint, streamed to stdout."""
     from mlm.egg.engine import inference_engine
+    from mlm.egg.layout import expected_sizes
     from mlm.egg.run_dir import RunDir
     from mlm.egg.sample import SamplingOptions, generate, printable
-    from mlm.egg.train import expected_sizes
 
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
     engine = inference_engine(checkpoint.config, checkpoint.weights, checkpoint.state)
@@ -271,9 +228,9 @@ def eval_command(ckpt, run_dir, data, max_bytes, breakdown, threads, results, no
     """
     from mlm.egg.evaluate import breakdown as score_parts
     from mlm.egg.evaluate import eval_bytes_of, evaluate
+    from mlm.egg.layout import expected_sizes
     from mlm.egg.logbook import ResultRow, append_result, check_results_file, compact_config
     from mlm.egg.run_dir import RunDir
-    from mlm.egg.train import expected_sizes
 
     check_results_file(results)
     checkpoint = RunDir(run_dir, expected_sizes).resolve(ckpt)
@@ -345,8 +302,8 @@ def ckpt() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list, one object per file.")
 def ckpt_list(run_dir, as_json) -> None:
     """Every ring slot and the best file: step, time, losses, validity."""
+    from mlm.egg.layout import expected_sizes
     from mlm.egg.run_dir import RunDir
-    from mlm.egg.train import expected_sizes
 
     infos = RunDir(run_dir, expected_sizes).scan()
     rows = [{"name": i.name, "exists": i.exists, "valid": i.valid, "reason": i.reason, "step": i.step,
@@ -378,7 +335,7 @@ def ckpt_list(run_dir, as_json) -> None:
 def ckpt_show(path, as_json) -> None:
     """Configuration, step, metrics and the weights' sha256 of one checkpoint file."""
     from mlm.egg.checkpoint import read_checkpoint
-    from mlm.egg.train import expected_sizes
+    from mlm.egg.layout import expected_sizes
 
     if not path.exists():
         raise MlmError(f"{path} does not exist: pass a checkpoint file (see `python -m mlm.egg ckpt list`)")
@@ -406,9 +363,8 @@ def export(ckpt, run_dir, out, force) -> None:
     evaluated and sampled with."""
     from mlm.egg.engine import inference_engine
     from mlm.egg.export import export_weights
-    from mlm.egg.reference import tensor_layout
+    from mlm.egg.layout import expected_sizes, tensor_layout
     from mlm.egg.run_dir import RunDir
-    from mlm.egg.train import expected_sizes
 
     if out.exists() and not force:
         raise MlmError(f"{out} already exists: add --force to replace it, or choose another file name")

@@ -7,57 +7,22 @@ read and write them without copies.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
+from mlm.egg import core
 from mlm.egg.config import ModelConfig
+from mlm.egg.core import ffi, lib
+from mlm.egg.layout import VOCAB
 from mlm.errors import MlmError
 
-
-def _installed_core() -> ModuleType:
-    """The compiled core of the installed mlm.
-
-    Running ``python -m mlm.egg`` inside a source checkout imports ``./mlm``,
-    which has no compiled core after ``pip install .``; then the installed
-    build of the same package is used.
-    """
-    try:
-        from mlm.egg import _core
-
-        return _core
-    except ImportError:
-        pass
-    # Several "mlm" distributions may be visible: the build's own mlm.egg-info in the checkout comes first.
-    files = [f for dist in importlib.metadata.distributions(name="mlm") for f in dist.files or []]
-    for file in files:
-        if (file.parent.as_posix() == "mlm/egg" and file.name.startswith("_core.") and file.suffix in (".so", ".pyd")
-                and file.locate().exists()):
-            spec = importlib.util.spec_from_file_location("mlm.egg._core", file.locate())
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            sys.modules["mlm.egg._core"] = module
-            return module
-    raise MlmError("the C core of mlm is not built: run `pip install .` (or `python mlm/egg/_build.py` "
-                   "to build it inside this checkout)")
-
-
-_core_module = _installed_core()
-ffi, lib = _core_module.ffi, _core_module.lib
-
-CONFIG_FIELDS = (
-    "hidden", "layers", "mlp_ratio", "seq_len", "population", "streams", "noise_bits", "noise_shift",
-    "threshold_z_q8", "alpha_decay_steps", "z_growth_steps", "shift_base", "fitness_levels", "sparse_embedding_votes",
-    "vote_memory", "max_z_q8", "cooldown_start", "cooldown_end", "weight_decay_q8", "vector_z_q8",
-    "weight_average",
-)
-LOSS_SCALE = float(1 << 16)
+#: The compiled core, as before it had a module of its own (tests/test_native_c.py links against its file).
+_core_module = core.module
+#: Losses are Q16 fixed-point bits: a loss_q16 divided by this is in bits.
+LOSS_SCALE = float(1 << lib.EGG_LOSS_FRAC_BITS)
 
 
 class CoreError(MlmError):
@@ -134,7 +99,8 @@ class Engine:
     def __init__(self, config: ModelConfig, threads: int = 1, batched: bool = True):
         config.validate()
         self.config = config
-        c = ffi.new("egg_config *", {name: getattr(config, name) for name in CONFIG_FIELDS})
+        # config.py checked at import that ModelConfig has exactly egg_config's fields: none is left zero.
+        c = ffi.new("egg_config *", config.to_dict())
         ptr = lib.egg_create(c)
         if ptr == ffi.NULL:
             _check(-1)
@@ -216,7 +182,7 @@ class Engine:
         toks = _bytes(tokens)
         if state is None:
             state = np.zeros(self.state_size_per_member(), dtype=np.int8)
-        logits = np.zeros((max(len(toks) - 1, 0), 256), dtype=np.int8) if want_logits else None
+        logits = np.zeros((max(len(toks) - 1, 0), VOCAB), dtype=np.int8) if want_logits else None
         loss = ffi.new("int64_t *")
         _check(lib.egg_forward(self._model, _u8(toks), len(toks), _i8(state),
                                _i8(logits) if logits is not None else ffi.NULL, loss))
@@ -224,7 +190,7 @@ class Engine:
 
     def next_logits(self, token: int, state: np.ndarray) -> np.ndarray:
         """Advance a sampling state by one byte; returns the 256 int8 logits."""
-        logits = np.zeros(256, dtype=np.int8)
+        logits = np.zeros(VOCAB, dtype=np.int8)
         _check(lib.egg_next_logits(self._model, token, _i8(state), _i8(logits)))
         return logits
 

@@ -53,9 +53,9 @@ from mlm.data.corpus import Corpus, load_corpus
 from mlm.egg.baseline import KneserNey, cached_baselines, gram_keys, order_name
 from mlm.egg.engine import Engine, inference_engine
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+from mlm.egg.layout import expected_sizes
 from mlm.egg.run_dir import RunDir
 from mlm.egg.sample import SamplingOptions, generate, printable
-from mlm.egg.train import expected_sizes
 from mlm.errors import MlmError
 
 #: Openings of Three.js-style source (tab indentation, spaces inside parentheses); samples cycle through them.

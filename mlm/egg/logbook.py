@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlm.egg.config import ModelConfig
+from mlm.egg.config import KNOBS, ModelConfig
 from mlm.errors import MlmError
 
 LOG_NAME = "training.log"
@@ -59,14 +59,10 @@ def peak_rss_mb() -> float:
 
 
 def compact_config(config: ModelConfig, seed: int) -> str:
-    """The configuration as one short, greppable field: every ModelConfig field, so rows that differ
-    in any setting (a sweep's) never look alike."""
-    c = config
-    return (f"h{c.hidden}_l{c.layers}_m{c.mlp_ratio}_t{c.seq_len}_p{c.population}_s{c.streams}"
-            f"_nb{c.noise_bits}_ns{c.noise_shift}_sb{c.shift_base}_z{c.threshold_z_q8}_g{c.z_growth_steps}"
-            f"_a{c.alpha_decay_steps}_f{c.fitness_levels}_e{c.sparse_embedding_votes}_vm{c.vote_memory}"
-            f"_zc{c.max_z_q8}_cd{c.cooldown_start}-{c.cooldown_end}_wd{c.weight_decay_q8}_vz{c.vector_z_q8}_wa{c.weight_average}"
-            f"_seed{seed}")
+    """The configuration as one short, greppable field: every ModelConfig field by its tag (config.KNOBS),
+    so rows that differ in any setting (a sweep's) never look alike."""
+    values = "_".join(f"{knob.tag}{getattr(config, name)}" for name, knob in KNOBS.items())
+    return f"{values}_seed{seed}"
 
 
 def safe_field(text: str) -> str:

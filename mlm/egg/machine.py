@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from mlm import __version__
-from mlm.egg import engine  # first: it turns a missing build into a one-line error
-from mlm.egg._core import ffi, lib
+from mlm.egg import engine
+from mlm.egg.core import ffi, lib
 
 
 def cpu_name() -> str:

@@ -17,16 +17,16 @@ Conventions (shared with ``csrc/``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig
+from mlm.egg.core import lib
+from mlm.egg.layout import VOCAB, n_weights, tensor_layout
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
-VOCAB = 256
-LOSS_FRAC_BITS = 16
+LOSS_FRAC_BITS = lib.EGG_LOSS_FRAC_BITS
 #: round(65536 * 2**(k/16)) for k = 0..15: the fractional part of the exp2 table.
 EXP2_FRAC_Q16 = (
     65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
@@ -95,58 +95,7 @@ def noise_values(key: int, count: int, noise_bits: int) -> np.ndarray:
     return ((b & mask) - ((b >> 4) & mask)).astype(np.int32)
 
 
-# ----------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """One trained tensor in the flat weight buffer; vectors have rows == 1."""
-
-    name: str
-    rows: int
-    cols: int
-    offset: int
-    kind: str  # "embedding", "matrix", "head", "norm" or "bias"
-
-    @property
-    def size(self) -> int:
-        return self.rows * self.cols
-
-
-def tensor_layout(cfg: ModelConfig) -> list[Tensor]:
-    """The order, shapes and offsets of every tensor; the C core uses the same layout."""
-    h, mh = cfg.hidden, cfg.mlp_hidden
-    specs: list[tuple[str, int, int, str]] = [("embedding", VOCAB, h, "embedding")]
-    for layer in range(cfg.layers):
-        p = f"layers.{layer}."
-        specs += [
-            (p + "norm1", 1, h, "norm"),
-            (p + "gru.w_gate", h, h, "matrix"),
-            (p + "gru.u_gate", h, h, "matrix"),
-            (p + "gru.w_cand", h, h, "matrix"),
-            (p + "gru.u_cand", h, h, "matrix"),
-            (p + "gru.b_gate", 1, h, "bias"),
-            (p + "gru.b_cand", 1, h, "bias"),
-            (p + "norm2", 1, h, "norm"),
-            (p + "mlp.up", mh, h, "matrix"),
-            (p + "mlp.down", h, mh, "matrix"),
-        ]
-    specs += [("norm_final", 1, h, "norm"), ("head", VOCAB, h, "head")]
-    tensors, offset = [], 0
-    for name, rows, cols, kind in specs:
-        tensors.append(Tensor(name, rows, cols, offset, kind))
-        offset += rows * cols
-    return tensors
-
-
-def n_weights(cfg: ModelConfig) -> int:
-    last = tensor_layout(cfg)[-1]
-    return last.offset + last.size
-
-
-def n_state(cfg: ModelConfig) -> int:
-    """Size of the population's recurrent state: one GRU vector per member and layer."""
-    return cfg.population * cfg.layers * cfg.hidden
+# ----------------------------------------------------------------------------- initialisation
 
 
 def init_weights(cfg: ModelConfig, seed: int) -> np.ndarray:
@@ -455,7 +404,7 @@ def apply_update(cfg: ModelConfig, weights: np.ndarray, run_seed: int, step: int
     return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
 
 
-AVERAGE_FRAC_BITS = 23
+AVERAGE_FRAC_BITS = lib.EGG_AVERAGE_FRAC_BITS
 
 
 def average_shift(cfg: ModelConfig, step: int) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlm.egg.engine import Engine
+from mlm.egg.layout import VOCAB
 from mlm.errors import MlmError
 
 
@@ -29,8 +30,8 @@ class SamplingOptions:
     def validate(self) -> SamplingOptions:
         if self.temperature < 0:
             raise MlmError(f"--temperature must be >= 0 (got {self.temperature}); 0 means greedy")
-        if not 0 <= self.top_k <= 256:
-            raise MlmError(f"--top-k must be between 0 (off) and 256 (got {self.top_k})")
+        if not 0 <= self.top_k <= VOCAB:
+            raise MlmError(f"--top-k must be between 0 (off) and {VOCAB} (got {self.top_k})")
         if not 0.0 <= self.min_p < 1.0:
             raise MlmError(f"--min-p must be in [0, 1) (got {self.min_p})")
         if self.presence_penalty < 0:
@@ -42,7 +43,7 @@ def next_byte_probabilities(logits: np.ndarray, options: SamplingOptions, seen: 
     """Turn int8 logits into a probability vector after temperature, penalties, top-k and min-p."""
     bits = logits.astype(np.float64) / 16.0 - options.presence_penalty * seen
     if options.temperature == 0:
-        probs = np.zeros(256)
+        probs = np.zeros(VOCAB)
         probs[int(np.argmax(bits))] = 1.0
         return probs
     scaled = bits / options.temperature
@@ -61,7 +62,7 @@ def generate(engine: Engine, prompt: bytes, length: int, options: SamplingOption
     options.validate()
     rng = np.random.default_rng(options.seed)
     state = np.zeros(engine.state_size_per_member(), dtype=np.int8)
-    seen = np.zeros(256)
+    seen = np.zeros(VOCAB)
     context = prompt or b"\n"
     for byte in context[:-1]:
         engine.next_logits(byte, state)
@@ -71,7 +72,7 @@ def generate(engine: Engine, prompt: bytes, length: int, options: SamplingOption
         seen[current] = 1.0
         logits = engine.next_logits(current, state)
         probs = next_byte_probabilities(logits, options, seen)
-        current = int(rng.choice(256, p=probs))
+        current = int(rng.choice(VOCAB, p=probs))
         yield current
 
 

@@ -28,8 +28,8 @@ from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import Snapshot, choose_display
 from mlm.egg.engine import Engine, StepResult
 from mlm.egg.evaluate import EVAL_CHUNK, bits_per_byte
+from mlm.egg.layout import expected_sizes
 from mlm.egg.logbook import ResultRow, TrainingLog, append_result, check_results_file, compact_config
-from mlm.egg.reference import n_state, n_weights
 from mlm.egg.run_dir import BEST_NAME, RunDir
 from mlm.egg.schedule import DEFAULT_COOLDOWN, StepEstimate, calibrated, has_cooldown, with_cooldown
 from mlm.errors import MlmError
@@ -74,12 +74,6 @@ class TrainSettings:
     quiet: bool = False
     #: auto: MPI when started by an MPI launcher with more than one process; off; mpi (see distributed.py).
     distributed: str = "auto"
-
-
-def expected_sizes(config: ModelConfig) -> tuple[int, int]:
-    """Weight and state sizes a checkpoint of ``config`` must have (see :meth:`Engine.training_state`)."""
-    return n_weights(config), n_state(config) + n_weights(config) * (2 * config.vote_memory
-                                                                     + 4 * bool(config.weight_average))
 
 
 class StopRequest:
