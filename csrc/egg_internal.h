@@ -56,6 +56,17 @@ static inline uint64_t egg_mix64(uint64_t z) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
+/* floor(n / d) for 0 <= n < 2^50 and 1 <= d < 2^50, given reciprocal = 1.0 / d (rounded to nearest): a
+ * multiply and a correction instead of a 64-bit integer divide (tens of cycles on x86). Exact:
+ * with x = n / d and u = 2^-53, reciprocal = (1 + e1) / d and the product rounds to x (1 + e1)(1 + e2),
+ * |e1|, |e2| <= u, so it is within x * 2.000001 u < 2^50 * 2^-51.99 < 0.26 of x, and its truncation
+ * (it is >= 0) is floor(x) - 1, floor(x) or floor(x) + 1. The remainder n - q * d (|q * d| <= n + d < 2^51:
+ * no overflow) is then in [d, 2d), [0, d) or [-d, 0) respectively, and one step corrects q. */
+static inline int64_t egg_floor_div(int64_t n, int64_t d, double reciprocal) {
+    const int64_t q = (int64_t)((double)n * reciprocal);
+    const int64_t r = n - q * d;
+    return q + (r >= d) - (r < 0);
+}
 uint64_t egg_step_seed(uint64_t run_seed, int64_t step);
 uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream);
 void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);

@@ -62,9 +62,21 @@ static int64_t vote_threshold(const egg_config *c, int64_t fitness_energy, int64
     return (int64_t)isqrt64(num / (36ULL * 65536ULL));
 }
 
-/* vote * 256 / spread, rounded towards zero: a vote in 1/256 of its null spread. */
-static int64_t scaled_vote(int64_t vote, int64_t spread) {
-    const int64_t q = ((vote < 0 ? -vote : vote) << 8) / (spread ? spread : 1);
+/* A row's divisor for scaled_vote: the vote's null spread (at least 1) and its reciprocal. */
+typedef struct vote_scale {
+    int64_t spread;
+    double reciprocal;
+} vote_scale;
+
+static vote_scale vote_scale_of(int64_t spread) {
+    spread = spread ? spread : 1;
+    return (vote_scale){spread, 1.0 / (double)spread};
+}
+
+/* vote * 256 / spread, rounded towards zero: a vote in 1/256 of its null spread. |vote| < 2^31 (an int32
+ * vote), so the dividend stays below 2^39, in egg_floor_div's range: no integer divide per weight. */
+static int64_t scaled_vote(int64_t vote, vote_scale s) {
+    const int64_t q = egg_floor_div((vote < 0 ? -vote : vote) << 8, s.spread, s.reciprocal);
     return vote < 0 ? -q : q;
 }
 
@@ -216,10 +228,10 @@ static int64_t apply_votes(const update_job *job, uint64_t key, int64_t first, c
  * passes z, spending z of it. */
 static int64_t remember_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
                               int64_t energy, int64_t z, int64_t decay, int8_t *w, int16_t *memory) {
-    const int64_t spread = vote_threshold(&job->m->cfg, energy, 256);
+    const vote_scale scale = vote_scale_of(vote_threshold(&job->m->cfg, energy, 256));
     int64_t moved = 0;
     for (int32_t j = 0; j < n; j++) {
-        int64_t mem = memory[j] + scaled_vote(vote[j], spread) - w[j] * decay / 256;
+        int64_t mem = memory[j] + scaled_vote(vote[j], scale) - w[j] * decay / 256;
         if ((mem > z || mem < -z) && alpha_keeps(job, key, first + j) && nudge(&w[j], mem)) {
             mem -= mem > 0 ? z : -z;
             moved++;
