@@ -101,10 +101,23 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
 int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows, int64_t p0,
                        int64_t p1, int64_t *member_loss_q16);
 /* Apply the update of step `step` from every member's loss (member_loss_q16[population]): the fitness,
- * which ranks each pair against all pairs, and the vote with the noise regenerated from the seed.
+ * which ranks each pair against all pairs, and the vote with the voters' noise regenerated from the seed.
  * Outputs (each may be NULL): fitness[population/2], moved. */
 int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
                      const int64_t *member_loss_q16, int8_t *fitness, int64_t *moved);
+
+/* The update in slices, for processes that each update a share of the weights (mlm/egg/distributed.py).
+ * It is a list of tasks (row blocks of every tensor, in weight order): egg_update_tasks of them, and
+ * tasks [t0, t1) update the contiguous weights [*first, *end) (egg_update_task_weights). Applying every
+ * task range of a partition of [0, egg_update_tasks) gives egg_apply_update's bits. */
+int64_t egg_update_tasks(const egg_model *m);
+int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t *first, int64_t *end);
+/* egg_apply_update for tasks [t0, t1) only: weights [first, end) and their vote memory change, nothing
+ * else; the noise is regenerated for those tasks alone. Outputs (each may be NULL): moves[end - first],
+ * each weight's change (-1, 0 or +1); fitness[population/2]; moved (weights changed in the range). */
+int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, int8_t *moves, int8_t *fitness,
+                           int64_t *moved);
 
 /* Build and machine facts. */
 const char *egg_kernel_name(void);         /* kernel in use */

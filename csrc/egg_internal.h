@@ -71,6 +71,9 @@ uint64_t egg_step_seed(uint64_t run_seed, int64_t step);
 uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream);
 void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);
 void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out);
+/* A noise value from a stream byte b: u1 - u2 with u1 = b's low noise_bits, u2 = those of b >> 4
+ * (mask = 2^noise_bits - 1). */
+static inline int8_t egg_noise_value(uint8_t b, int mask) { return (int8_t)((b & mask) - ((b >> 4) & mask)); }
 
 /* ---- forward (forward.c) */
 /* What a block of members needs: each member's tokens, state, and noise. */

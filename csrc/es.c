@@ -36,8 +36,7 @@ void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *o
     const int mask = (1 << noise_bits) - 1;
     egg_stream_bytes(key, count, (uint8_t *)out);
     for (int64_t i = 0; i < count; i++) {
-        const int b = (uint8_t)out[i];
-        out[i] = (int8_t)((b & mask) - ((b >> 4) & mask));
+        out[i] = egg_noise_value((uint8_t)out[i], mask);
     }
 }
 
@@ -162,10 +161,13 @@ static void population_task(void *ctx, int64_t task) {
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
- * The row blocks of all tensors run as one parallel loop, so small tensors do not leave threads
- * idle one after another; each task transposes its own rows of A and its tensor's B (at the
- * small sizes a tensor is one task; with many tasks per tensor B's transposition is repeated,
- * which costs little beside the task's votes and needs no second parallel loop). */
+ * The row blocks of all tensors (the update's tasks, in weight order) run as one parallel loop, so
+ * small tensors do not leave threads idle one after another; each task transposes its own rows of A
+ * and its tensor's B (at the small sizes a tensor is one task; with many tasks per tensor B's
+ * transposition is repeated, which costs little beside the task's votes and needs no second parallel
+ * loop). A task needs only its voters' noise for its rows and its tensor's columns: without the step's
+ * noise buffer it regenerates just that from the counter-based streams, so a process that applies a
+ * range of the tasks (egg_apply_update_tasks) pays for that range alone. */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -177,21 +179,38 @@ typedef struct update_job {
     int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
     const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
     const int64_t *row_energy; /* the embedding's per-row energy, or NULL: every row has `energy` */
-    const int8_t *noise;       /* pairs x noise_len */
+    const int8_t *noise;       /* pairs x noise_len, or NULL: regenerate each task's slice of it */
     const int32_t *voter;      /* pair index of each voter */
     const int8_t *vote_sign;   /* fitness of each voter */
-    const update_task_def *tasks; /* row blocks of every tensor */
+    const update_task_def *tasks; /* the row blocks to update */
     int64_t *moved;               /* weights moved by each task */
     int failed;
 } update_job;
 
-/* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k the noise of voter k: rows of A
- * (signed by fitness f) or of B (unsigned). With `rows_from` >= 0 (embedding rows rows_from..),
+/* Noise values [start, start + n) of a pair's stream for one tensor (byte i is byte i % 8 of word i / 8,
+ * as egg_noise_values writes them from 0). */
+static void noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *out) {
+    const int mask = (1 << noise_bits) - 1;
+    for (int64_t i = start; i < start + n;) {
+        const uint64_t word = stream_word(key, i / 8);
+        for (int64_t j = i % 8; j < 8 && i < start + n; j++, i++) out[i - start] = egg_noise_value((uint8_t)(word >> (8 * j)), mask);
+    }
+}
+
+/* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k voter k's noise for tensor `tensor`
+ * (offset counts from the tensor's A): rows of A (signed by fitness f) or of B (unsigned), from the
+ * noise buffer or regenerated into `scratch` (n bytes). With `rows_from` >= 0 (embedding rows rows_from..),
  * a voter whose window does not contain byte rows_from + i contributes 0 to that row. */
-static void transpose_noise(const update_job *job, int64_t offset, int32_t n, int with_sign, int32_t rows_from,
-                            int8_t *out) {
+static void transpose_noise(const update_job *job, int32_t tensor, int64_t offset, int32_t n, int with_sign,
+                            int32_t rows_from, int8_t *scratch, int8_t *out) {
+    const egg_tensor *t = &job->m->tensors[tensor];
     for (int64_t k = 0; k < job->voters; k++) {
-        const int8_t *v = job->noise + job->voter[k] * job->m->noise_len + offset;
+        const int8_t *v = scratch;
+        if (job->noise)
+            v = job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset;
+        else
+            noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n, job->m->cfg.noise_bits,
+                        scratch);
         const int8_t f = with_sign ? job->vote_sign[k] : 1;
         const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
         for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(rows_from < 0 || present[i] ? f * v[i] : 0);
@@ -248,16 +267,18 @@ static void vote_task(void *ctx, int64_t index) {
     int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
     int8_t *b_t = malloc((size_t)t->cols * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    if (!a_t || !b_t || !vote) {
+    int8_t *scratch = job->noise ? NULL : malloc((size_t)(task->rows > t->cols ? task->rows : t->cols));
+    if (!a_t || !b_t || !vote || (!job->noise && !scratch)) {
         job->failed = 1;
         free(a_t);
         free(b_t);
         free(vote);
+        free(scratch);
         return;
     }
     const int64_t *row_energy = t->kind == EGG_EMBEDDING ? job->row_energy : NULL;
-    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, row_energy ? task->row0 : -1, a_t);
-    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, b_t);
+    transpose_noise(job, task->tensor, task->row0, task->rows, 1, row_energy ? task->row0 : -1, scratch, a_t);
+    transpose_noise(job, task->tensor, t->rows, t->cols, 0, -1, scratch, b_t);
     egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, b_t, job->voters, vote,
                                t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
@@ -281,6 +302,7 @@ static void vote_task(void *ctx, int64_t index) {
     free(a_t);
     free(b_t);
     free(vote);
+    free(scratch);
 }
 
 /* Row blocks of about 16K votes: small enough to spread a small model over many threads, big
@@ -291,13 +313,32 @@ static int32_t rows_per_task(const egg_tensor *t) {
     return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1;
 }
 
-/* The row blocks of tensor `tensor`, appended at tasks; returns how many. */
-static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
-    const int32_t rows_per = rows_per_task(t);
+static int64_t count_tasks(const egg_model *m) {
     int64_t n = 0;
-    for (int32_t r = 0; r < t->rows; r += rows_per)
-        tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
+    for (int32_t t = 0; t < m->n_tensors; t++) n += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) /
+                                                     rows_per_task(&m->tensors[t]);
     return n;
+}
+
+/* The update's tasks: the row blocks of every tensor, in weight order (count_tasks of them, malloc'd;
+ * NULL when out of memory). */
+static update_task_def *plan_update(const egg_model *m) {
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)count_tasks(m));
+    if (!tasks) return NULL;
+    int64_t n = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const int32_t rows = m->tensors[t].rows, rows_per = rows_per_task(&m->tensors[t]);
+        for (int32_t r = 0; r < rows; r += rows_per)
+            tasks[n++] = (update_task_def){t, r, rows - r < rows_per ? rows - r : rows_per};
+    }
+    return tasks;
+}
+
+/* The first weight of task `index` of `tasks` (n of them): the weight count when index == n. */
+static int64_t task_first_weight(const egg_model *m, const update_task_def *tasks, int64_t n, int64_t index) {
+    if (index == n) return m->n_weights;
+    const egg_tensor *t = &m->tensors[tasks[index].tensor];
+    return t->offset + (int64_t)tasks[index].row0 * t->cols;
 }
 
 /* present[s * 256 + b] = 1 when byte b is one of the inputs of stream s's window. */
@@ -318,8 +359,10 @@ static void embedding_energies(const update_job *job, int64_t *row_energy) {
     }
 }
 
+/* The update's tasks [t0, t1) from the pairs' fitness, with the step's noise buffer or (noise NULL)
+ * regenerating what each task needs. */
 static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows, const int8_t *noise,
-                        const int8_t *fitness, int64_t *moved_total) {
+                        const int8_t *fitness, int64_t t0, int64_t t1, int64_t *moved_total) {
     const int64_t pairs = m->cfg.population / 2;
     int64_t voters = 0, energy = 0;
     for (int64_t p = 0; p < pairs; p++) {
@@ -329,14 +372,12 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     *moved_total = 0;
     if (!voters) return 0;
 
-    int64_t n_tasks = 0;
-    for (int32_t t = 0; t < m->n_tensors; t++)
-        n_tasks += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) / rows_per_task(&m->tensors[t]);
+    const int64_t n_tasks = t1 - t0;
     int rc = -1;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n_tasks);
-    int64_t *moved = calloc((size_t)n_tasks, sizeof *moved);
+    update_task_def *tasks = plan_update(m);
+    int64_t *moved = calloc((size_t)n_tasks + 1, sizeof *moved);
     uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
     int64_t embedding_energy[EGG_VOCAB];
     if (!voter || !vote_sign || !tasks || !moved || !present) goto done;
@@ -346,9 +387,8 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
     update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
-                      present, NULL, noise, voter, vote_sign, tasks, moved, 0};
+                      present, NULL, noise, voter, vote_sign, tasks + t0, moved, 0};
     if (m->cfg.sparse_embedding_votes) {
         embedding_energies(&job, embedding_energy);
         job.row_energy = embedding_energy;
@@ -463,9 +503,11 @@ done:
     return rc;
 }
 
-/* Fitness from every member's loss, then the vote update with every pair's noise. */
+/* Fitness from every member's loss, then the update's tasks [t0, t1) with every pair's noise (NULL:
+ * regenerated where needed). */
 static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows,
-                              const int8_t *noise, const int64_t *losses, int8_t *fitness_out, int64_t *moved_out) {
+                              const int8_t *noise, const int64_t *losses, int64_t t0, int64_t t1,
+                              int8_t *fitness_out, int64_t *moved_out) {
     const int64_t pairs = m->cfg.population / 2;
     int64_t moved = 0;
     int8_t *fitness = malloc((size_t)pairs);
@@ -474,7 +516,7 @@ static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const u
         egg_set_error("out of memory in the training step");
         return -1;
     }
-    if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, &moved)) {
+    if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, t0, t1, &moved)) {
         if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
         if (moved_out) *moved_out = moved;
         rc = 0;
@@ -504,21 +546,48 @@ int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint
     return rc;
 }
 
-int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
-                     const int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
-    const int64_t pairs = m->cfg.population / 2;
-    const uint64_t seed = egg_step_seed(run_seed, step);
-    int8_t *noise = malloc((size_t)(pairs * m->noise_len));
-    if (!noise) {
-        egg_set_error("out of memory in the training step");
+int64_t egg_update_tasks(const egg_model *m) { return count_tasks(m); }
+
+static int check_task_range(const egg_model *m, int64_t t0, int64_t t1) {
+    if (t0 < 0 || t1 < t0 || t1 > count_tasks(m)) {
+        egg_set_error("update task range outside [0, egg_update_tasks)");
         return -1;
     }
+    return 0;
+}
+
+int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t *first, int64_t *end) {
+    if (check_task_range(m, t0, t1)) return -1;
+    update_task_def *tasks = plan_update(m);
+    if (!tasks) {
+        egg_set_error("out of memory in the update");
+        return -1;
+    }
+    *first = task_first_weight(m, tasks, count_tasks(m), t0);
+    *end = task_first_weight(m, tasks, count_tasks(m), t1);
+    free(tasks);
+    return 0;
+}
+
+int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, int8_t *moves,
+                           int8_t *fitness_out, int64_t *moved_out) {
+    int64_t first = 0, end = 0;
+    if (egg_update_task_weights(m, t0, t1, &first, &end)) return -1;
     const double t_start = now();
-    pair_noise(m, seed, 0, pairs, noise);
-    const int rc = update_from_losses(m, seed, step, windows, noise, member_loss_q16, fitness_out, moved_out);
+    if (moves) memcpy(moves, m->weights + first, (size_t)(end - first)); /* the weights before, for the moves */
+    const int rc = update_from_losses(m, egg_step_seed(run_seed, step), step, windows, NULL, member_loss_q16, t0,
+                                      t1, fitness_out, moved_out);
+    if (moves)
+        for (int64_t i = 0; i < end - first; i++) moves[i] = (int8_t)(m->weights[first + i] - moves[i]);
     last_step = (egg_step_seconds){0, 0, now() - t_start};
-    free(noise);
     return rc;
+}
+
+int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                     const int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
+    return egg_apply_update_tasks(m, run_seed, step, windows, member_loss_q16, 0, count_tasks(m), NULL, fitness_out,
+                                  moved_out);
 }
 
 int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
@@ -537,7 +606,8 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     const double t_noise = now();
     if (evaluate_members(m, windows, noise, 0, pairs, losses)) goto done;
     const double t_forward = now();
-    if (update_from_losses(m, seed, step, windows, noise, losses, fitness_out, moved_out)) goto done;
+    if (update_from_losses(m, seed, step, windows, noise, losses, 0, count_tasks(m), fitness_out, moved_out))
+        goto done;
     last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, now() - t_forward};
     if (member_loss_q16) memcpy(member_loss_q16, losses, sizeof *losses * (size_t)population);
     rc = 0;
