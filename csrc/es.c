@@ -187,33 +187,84 @@ typedef struct update_job {
     int failed;
 } update_job;
 
-/* Noise values [start, start + n) of a pair's stream for one tensor (byte i is byte i % 8 of word i / 8,
- * as egg_noise_values writes them from 0). */
-static void noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *out) {
+/* Noise values [start, start + n) of a pair's stream for one tensor, as egg_noise_values writes them from
+ * 0: the stream's whole words that cover them go to `scratch` (n + 16 bytes), the values are made in place
+ * (one loop the compiler vectorises) and the returned pointer is value `start`'s. */
+static const int8_t *noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch) {
+    const int64_t w0 = start / 8, w1 = (start + n + 7) / 8;
+    uint8_t *bytes = (uint8_t *)scratch;
+    for (int64_t w = w0; w < w1; w++) { /* the compiler merges the 8 byte stores */
+        const uint64_t word = stream_word(key, w);
+        for (int j = 0; j < 8; j++) bytes[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
     const int mask = (1 << noise_bits) - 1;
-    for (int64_t i = start; i < start + n;) {
-        const uint64_t word = stream_word(key, i / 8);
-        for (int64_t j = i % 8; j < 8 && i < start + n; j++, i++) out[i - start] = egg_noise_value((uint8_t)(word >> (8 * j)), mask);
+    for (int64_t i = 0; i < (w1 - w0) * 8; i++) scratch[i] = egg_noise_value(bytes[i], mask);
+    return scratch + (start - w0 * 8);
+}
+
+/* Transpose an 8 x 8 block of bytes held as 8 words (byte j of a[r], in memory order, little-endian):
+ * afterwards byte r of a[j] is what byte j of a[r] was. Three rounds swap 1-, 2- and 4-byte blocks. */
+static void transpose8x8(uint64_t a[8]) {
+    for (int r = 0; r < 8; r += 2) {
+        const uint64_t x = a[r], y = a[r + 1], m = 0x00FF00FF00FF00FFULL;
+        a[r] = (x & m) | ((y & m) << 8);
+        a[r + 1] = ((x >> 8) & m) | (y & ~m);
+    }
+    for (int r = 0; r < 8; r += r % 4 == 1 ? 3 : 1) { /* rows 0, 1, 4, 5 with 2, 3, 6, 7 */
+        const uint64_t x = a[r], y = a[r + 2], m = 0x0000FFFF0000FFFFULL;
+        a[r] = (x & m) | ((y & m) << 16);
+        a[r + 2] = ((x >> 16) & m) | (y & ~m);
+    }
+    for (int r = 0; r < 4; r++) {
+        const uint64_t x = a[r], y = a[r + 4], m = 0x00000000FFFFFFFFULL;
+        a[r] = (x & m) | (y << 32);
+        a[r + 4] = (x >> 32) | (y & ~m);
     }
 }
 
+#define VOTER_BLOCK 8
+
+/* Bytes of scratch transpose_noise needs for n values. */
+static size_t transpose_scratch(int32_t n) { return (size_t)VOTER_BLOCK * ((size_t)n + 16); }
+
 /* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k voter k's noise for tensor `tensor`
  * (offset counts from the tensor's A): rows of A (signed by fitness f) or of B (unsigned), from the
- * noise buffer or regenerated into `scratch` (n bytes). With `rows_from` >= 0 (embedding rows rows_from..),
- * a voter whose window does not contain byte rows_from + i contributes 0 to that row. */
+ * noise buffer or regenerated. With `rows_from` >= 0 (embedding rows rows_from..), a voter whose window
+ * does not contain byte rows_from + i contributes 0 to that row. Blocks of 8 voters: their rows are made
+ * contiguously in `scratch` (transpose_scratch(n) bytes), then moved 8 x 8 bytes at a time. */
 static void transpose_noise(const update_job *job, int32_t tensor, int64_t offset, int32_t n, int with_sign,
                             int32_t rows_from, int8_t *scratch, int8_t *out) {
     const egg_tensor *t = &job->m->tensors[tensor];
-    for (int64_t k = 0; k < job->voters; k++) {
-        const int8_t *v = scratch;
-        if (job->noise)
-            v = job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset;
-        else
-            noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n, job->m->cfg.noise_bits,
-                        scratch);
-        const int8_t f = with_sign ? job->vote_sign[k] : 1;
-        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
-        for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(rows_from < 0 || present[i] ? f * v[i] : 0);
+    const int64_t stride = (int64_t)n + 16, voters = job->voters;
+    for (int64_t k0 = 0; k0 < voters; k0 += VOTER_BLOCK) {
+        const int block = voters - k0 < VOTER_BLOCK ? (int)(voters - k0) : VOTER_BLOCK;
+        for (int kk = 0; kk < block; kk++) {
+            const int64_t k = k0 + kk;
+            int8_t *row = scratch + kk * stride;
+            const int8_t *v =
+                job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
+                           : noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n,
+                                         job->m->cfg.noise_bits, row); /* v >= row: safe to overwrite below */
+            const int8_t f = with_sign ? job->vote_sign[k] : 1;
+            if (rows_from < 0) {
+                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(f * v[i]);
+            } else {
+                const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
+                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(present[i] ? f * v[i] : 0);
+            }
+        }
+        int32_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (block == VOTER_BLOCK)
+            for (; i + 8 <= n; i += 8) {
+                uint64_t a[8];
+                for (int kk = 0; kk < 8; kk++) memcpy(&a[kk], scratch + kk * stride + i, 8);
+                transpose8x8(a);
+                for (int ii = 0; ii < 8; ii++) memcpy(out + (i + ii) * voters + k0, &a[ii], 8);
+            }
+#endif
+        for (; i < n; i++)
+            for (int kk = 0; kk < block; kk++) out[i * voters + k0 + kk] = scratch[kk * stride + i];
     }
 }
 
@@ -267,8 +318,8 @@ static void vote_task(void *ctx, int64_t index) {
     int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
     int8_t *b_t = malloc((size_t)t->cols * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    int8_t *scratch = job->noise ? NULL : malloc((size_t)(task->rows > t->cols ? task->rows : t->cols));
-    if (!a_t || !b_t || !vote || (!job->noise && !scratch)) {
+    int8_t *scratch = malloc(transpose_scratch(task->rows > t->cols ? task->rows : t->cols));
+    if (!a_t || !b_t || !vote || !scratch) {
         job->failed = 1;
         free(a_t);
         free(b_t);
