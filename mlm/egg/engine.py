@@ -260,3 +260,30 @@ class Engine:
         _check(lib.egg_apply_update(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
                                     _i64(losses), _i8(fitness), moved))
         return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)
+
+    def update_tasks(self) -> int:
+        """How many tasks the update has (row blocks of every tensor, in weight order)."""
+        return int(lib.egg_update_tasks(self._model))
+
+    def update_task_weights(self, t0: int, t1: int) -> tuple[int, int]:
+        """The contiguous weights [first, end) that update tasks [t0, t1) change."""
+        first, end = ffi.new("int64_t *"), ffi.new("int64_t *")
+        _check(lib.egg_update_task_weights(self._model, t0, t1, first, end))
+        return int(first[0]), int(end[0])
+
+    def apply_update_tasks(self, run_seed: int, step: int, windows: np.ndarray, member_loss_q16: np.ndarray,
+                           t0: int, t1: int) -> tuple[StepResult, np.ndarray]:
+        """:meth:`apply_update` for update tasks [t0, t1) only: it changes only their weights (and vote memory).
+        Returns the result (``moved`` counts this slice) and the slice's moves (int8, -1/0/+1 per weight of
+        :meth:`update_task_weights`)."""
+        cfg = self.config
+        losses = np.ascontiguousarray(member_loss_q16, dtype=np.int64)
+        if losses.shape != (cfg.population,):
+            raise ValueError(f"member losses must be ({cfg.population},), got {losses.shape}")
+        first, end = self.update_task_weights(t0, t1)
+        moves = np.zeros(end - first + 1, dtype=np.int8)  # + 1: cffi wants a non-empty buffer
+        fitness = np.zeros(cfg.pairs, dtype=np.int8)
+        moved = ffi.new("int64_t *")
+        _check(lib.egg_apply_update_tasks(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
+                                          _i64(losses), t0, t1, _i8(moves), _i8(fitness), moved))
+        return StepResult(losses, fitness, int(moved[0]), cfg.seq_len), moves[:-1]
