@@ -113,11 +113,15 @@ int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_
 int64_t egg_update_tasks(const egg_model *m);
 int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t *first, int64_t *end);
 /* egg_apply_update for tasks [t0, t1) only: weights [first, end) and their vote memory change, nothing
- * else; the noise is regenerated for those tasks alone. Outputs (each may be NULL): moves[end - first],
- * each weight's change (-1, 0 or +1); fitness[population/2]; moved (weights changed in the range). */
+ * else; the noise is regenerated for those tasks alone. Outputs (each may be NULL): moves, each weight's
+ * change packed in two bits ((end - first + 3) / 4 bytes: weight first + i in bits 2 * (i % 4) of byte
+ * i / 4, code 0 = stayed, 1 = +1, 3 = -1); fitness[population/2]; moved (weights changed in the range). */
 int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
-                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, int8_t *moves, int8_t *fitness,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, uint8_t *moves, int8_t *fitness,
                            int64_t *moved);
+/* Apply moves packed as egg_apply_update_tasks writes them to weights [first, first + count): another
+ * process's slice. moved (may be NULL) receives how many weights they change. */
+int egg_apply_moves(egg_model *m, int64_t first, int64_t count, const uint8_t *moves, int64_t *moved);
 
 /* Build and machine facts. */
 const char *egg_kernel_name(void);         /* kernel in use */

@@ -630,18 +630,42 @@ int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t 
 }
 
 int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
-                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, int8_t *moves,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, uint8_t *moves,
                            int8_t *fitness_out, int64_t *moved_out) {
     int64_t first = 0, end = 0;
     if (egg_update_task_weights(m, t0, t1, &first, &end)) return -1;
+    int8_t *before = moves ? malloc((size_t)(end - first) + 1) : NULL;
+    if (moves && !before) {
+        egg_set_error("out of memory in the update");
+        return -1;
+    }
     const double t_start = now();
-    if (moves) memcpy(moves, m->weights + first, (size_t)(end - first)); /* the weights before, for the moves */
+    if (moves) memcpy(before, m->weights + first, (size_t)(end - first));
     const int rc = update_from_losses(m, egg_step_seed(run_seed, step), step, windows, NULL, member_loss_q16, t0,
                                       t1, fitness_out, moved_out);
-    if (moves)
-        for (int64_t i = 0; i < end - first; i++) moves[i] = (int8_t)(m->weights[first + i] - moves[i]);
+    if (moves) {
+        memset(moves, 0, (size_t)((end - first + 3) / 4));
+        for (int64_t i = 0; i < end - first; i++)
+            moves[i / 4] |= (uint8_t)(((m->weights[first + i] - before[i]) & 3) << (2 * (i % 4)));
+    }
     last_step = (egg_step_seconds){0, 0, now() - t_start};
+    free(before);
     return rc;
+}
+
+int egg_apply_moves(egg_model *m, int64_t first, int64_t count, const uint8_t *moves, int64_t *moved) {
+    if (first < 0 || count < 0 || first + count > m->n_weights) {
+        egg_set_error("moves outside the weights");
+        return -1;
+    }
+    int64_t changed = 0;
+    for (int64_t i = 0; i < count; i++) {
+        const int code = (moves[i / 4] >> (2 * (i % 4))) & 3; /* 0, 1 or 3: the move's low two bits */
+        m->weights[first + i] = (int8_t)(m->weights[first + i] + (code ^ 2) - 2);
+        changed += code != 0;
+    }
+    if (moved) *moved = changed;
+    return 0;
 }
 
 int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,

@@ -6,7 +6,7 @@ state lives on that rank for the whole run. Per step the ranks all-gather their 
 rank order (the fitness ranks every pair against all pairs). Then, by default (``--mpi-update sliced``),
 each rank applies the update to a fixed, contiguous slice of the weights (:func:`task_shares`: the
 update's tasks, balanced by weights) and the ranks all-gather what moved, two bits per weight
-(:func:`pack_moves`), so every rank ends the step with the same weights while doing 1/N of the update;
+(:func:`share_moves`), so every rank ends the step with the same weights while doing 1/N of the update;
 a slice's vote memory lives on its rank. With ``--mpi-update replicated`` every rank applies the whole
 update instead and nothing more is sent. Either way the run is bit-identical to a one-process run.
 
@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -36,7 +37,7 @@ import numpy as np
 from mlm import __version__
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import QuietDisplay
-from mlm.egg.engine import Engine, StepResult, kernel_name
+from mlm.egg.engine import Engine, StepResult, kernel_name, packed_moves_size
 from mlm.egg.train import StopRequest, Trainer, TrainSettings
 from mlm.errors import MlmError
 
@@ -99,22 +100,18 @@ def task_shares(engine: Engine, ranks: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def packed_moves_size(weights: int) -> int:
-    """Bytes of :func:`pack_moves` for ``weights`` weights."""
-    return 2 * ((weights + 7) // 8)
-
-
-def pack_moves(moves: np.ndarray) -> np.ndarray:
-    """A slice's moves (-1/0/+1 per weight) in two bits per weight: which moved, then which moved up."""
-    return np.concatenate([np.packbits(moves != 0), np.packbits(moves > 0)])
-
-
-def unpack_moves(packed: np.ndarray, weights: int) -> np.ndarray:
-    """The moves :func:`pack_moves` packed (int8, -1/0/+1)."""
-    half = len(packed) // 2
-    moved = np.unpackbits(packed[:half], count=weights).astype(bool)
-    up = np.unpackbits(packed[half:], count=weights).astype(bool)
-    return np.where(moved, np.where(up, 1, -1), 0).astype(np.int8)
+def share_moves(comm: Any, engine: Engine, weight_slices: list[tuple[int, int]], moves: np.ndarray,
+                wait: Callable[[Any], None]) -> int:
+    """All-gather every rank's packed moves of its weight slice (``moves``: this rank's, from
+    :meth:`Engine.apply_update_tasks`) and apply the other ranks' to ``engine``'s weights; ``wait`` completes
+    the non-blocking collective. Returns how many weights the other ranks' moves changed."""
+    rank = comm.Get_rank()
+    counts = [packed_moves_size(end - first) for first, end in weight_slices]
+    offsets = np.cumsum([0, *counts[:-1]]).tolist()
+    table = np.empty(sum(counts), dtype=np.uint8)
+    wait(comm.Iallgatherv(moves, [table, counts, offsets, import_mpi().BYTE]))
+    return sum(engine.apply_moves(first, end, table[offsets[r] : offsets[r] + counts[r]])
+               for r, (first, end) in enumerate(weight_slices) if r != rank)
 
 
 def import_mpi() -> ModuleType:
@@ -410,19 +407,13 @@ class DistributedTrainer(Trainer):
         """This rank's slice of the update, then every slice's moves from every rank, applied here."""
         result, moves = self.engine.apply_update_tasks(self.run_seed, step, windows, losses,
                                                        *self.task_shares[self.rank])
-        counts = [packed_moves_size(end - first) for first, end in self.weight_slices]
-        offsets = np.cumsum([0, *counts[:-1]]).tolist()
-        table = np.empty(sum(counts), dtype=np.uint8)
-        started = time.monotonic()
-        self._wait(self.comm.Iallgatherv(pack_moves(moves), [table, counts, offsets, self.mpi.BYTE]), self.timeout,
-                   f"the exchange of step {step}'s moves")
-        self.moves_seconds.append(time.monotonic() - started)
-        moved = result.moved
-        for r, (first, end) in enumerate(self.weight_slices):
-            if r != self.rank:
-                theirs = unpack_moves(table[offsets[r] : offsets[r] + counts[r]], end - first)
-                self.engine.weights[first:end] += theirs
-                moved += int(np.count_nonzero(theirs))
+
+        def wait(request: Any) -> None:
+            started = time.monotonic()
+            self._wait(request, self.timeout, f"the exchange of step {step}'s moves")
+            self.moves_seconds.append(time.monotonic() - started)
+
+        moved = result.moved + share_moves(self.comm, self.engine, self.weight_slices, moves, wait)
         return dataclasses.replace(result, moved=moved)
 
     def _fix_cooldown_from_speed(self, started: float, first_step: int) -> None:
