@@ -177,7 +177,7 @@ typedef struct update_job {
     const egg_model *m;
     uint64_t seed;
     int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
-    const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
+    const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window (with row_energy) */
     const int64_t *row_energy; /* the embedding's per-row energy, or NULL: every row has `energy` */
     const int8_t *noise;       /* pairs x noise_len, or NULL: regenerate each task's slice of it */
     const int32_t *voter;      /* pair index of each voter */
@@ -438,10 +438,13 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     int8_t *vote_sign = malloc((size_t)voters);
     update_task_def *tasks = plan_update(m);
     int64_t *moved = calloc((size_t)n_tasks + 1, sizeof *moved);
-    uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
     int64_t embedding_energy[EGG_VOCAB];
-    if (!voter || !vote_sign || !tasks || !moved || !present) goto done;
-    window_bytes(m, windows, present);
+    int sparse_embedding = 0; /* only then are the windows' bytes needed: not in a slice without the embedding */
+    for (int64_t i = t0; tasks && i < t1; i++) sparse_embedding |= tasks[i].tensor == m->embedding;
+    sparse_embedding &= m->cfg.sparse_embedding_votes != 0;
+    uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
+    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && !present)) goto done;
+    if (sparse_embedding) window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
@@ -449,7 +452,7 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
         }
     update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
                       present, NULL, noise, voter, vote_sign, tasks + t0, moved, 0};
-    if (m->cfg.sparse_embedding_votes) {
+    if (sparse_embedding) {
         embedding_energies(&job, embedding_energy);
         job.row_energy = embedding_energy;
     }
