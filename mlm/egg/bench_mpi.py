@@ -57,6 +57,8 @@ class Halves:
     update: float
     slice_update: dict[int, float]
     apply_moves: float
+    #: CPU seconds of one step (evaluate and update, not the slices' timing)
+    cpu: float
 
     @property
     def step(self) -> float:
@@ -106,14 +108,16 @@ def _windows(cfg, step: int) -> np.ndarray:
 def one_process_halves(engine: Engine, steps: int) -> Halves:
     """Steps of one process; before each update, every rank's slice of it for each N, from the same weights."""
     cfg = engine.config
-    evaluate, update, apply_moves = [], [], []
+    evaluate, update, apply_moves, cpu = [], [], [], []
     slices: dict[int, list[float]] = {n: [] for n in MODEL_RANKS if n > 1}
     for step in range(steps):
         windows = _windows(cfg, step)
+        cpu_start = time.process_time()
         t0 = time.perf_counter()
         losses = engine.evaluate_pairs(SEED, step, windows, 0, cfg.pairs)
         t1 = time.perf_counter()
         evaluate.append(t1 - t0)
+        cpu.append(time.process_time() - cpu_start)
         weights, memory = engine.weights.copy(), engine.vote_memory.copy()
         for n, times in slices.items():
             slowest = 0.0
@@ -125,8 +129,10 @@ def one_process_halves(engine: Engine, steps: int) -> Halves:
             times.append(slowest)
         engine.weights[:], engine.vote_memory[:] = weights, memory
         t2 = time.perf_counter()
+        cpu_start = time.process_time()
         engine.apply_update(SEED, step, windows, losses)
         update.append(time.perf_counter() - t2)
+        cpu[-1] += time.process_time() - cpu_start
         after = engine.weights.copy()
         engine.weights[:], engine.vote_memory[:] = weights, memory
         _, moves = engine.apply_update_tasks(SEED, step, windows, losses, 0, engine.update_tasks())
@@ -136,7 +142,8 @@ def one_process_halves(engine: Engine, steps: int) -> Halves:
         apply_moves.append(time.perf_counter() - t3)
         assert np.array_equal(engine.weights, after), "the update's moves do not give its weights"
     return Halves(float(np.median(evaluate)), float(np.median(update)),
-                  {n: float(np.median(times)) for n, times in slices.items()}, float(np.median(apply_moves)))
+                  {n: float(np.median(times)) for n, times in slices.items()}, float(np.median(apply_moves)),
+                  float(np.mean(cpu)))
 
 
 def distributed_steps(comm, engine: Engine, steps: int, first: int, sliced: bool) -> dict[str, float]:
@@ -228,11 +235,10 @@ def run_bench_mpi(preset_name: str, threads: int, steps: int, latency_us: float,
     report: dict = {"preset": preset_name, "ranks": size, "threads_per_rank": threads, "steps": steps,
                     "pairs": cfg.pairs}
     if rank == 0:
-        cpu = time.process_time()
         halves = one_process_halves(engine, steps)
-        one_cpu = (time.process_time() - cpu) / steps
     poll(comm.Ibarrier(), 3600)  # the other ranks idle without spinning while rank 0 times one process
-    halves, one_cpu = comm.bcast((halves, one_cpu) if rank == 0 else None, root=0)
+    halves = comm.bcast(halves if rank == 0 else None, root=0)
+    one_cpu = halves.cpu
     engine.init_weights(SEED)
     report.update({"one_process_step_s": halves.step, "evaluate_s": halves.evaluate, "update_s": halves.update,
                    "update_share": halves.update / halves.step})
