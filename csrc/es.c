@@ -409,13 +409,13 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 }
 
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
- * those pairs vote on it: its energy is the sum of their f^2. */
-static void embedding_energies(const update_job *job, int64_t *row_energy) {
+ * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated. */
+static void embedding_energies(const update_job *job, int32_t r0, int32_t r1, int64_t *row_energy) {
     for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
     for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
         const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
         const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
-        for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] += present[r] ? energy : 0;
+        for (int32_t r = r0; r < r1; r++) row_energy[r] += present[r] ? energy : 0;
     }
 }
 
@@ -439,9 +439,14 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     update_task_def *tasks = plan_update(m);
     int64_t *moved = calloc((size_t)n_tasks + 1, sizeof *moved);
     int64_t embedding_energy[EGG_VOCAB];
-    int sparse_embedding = 0; /* only then are the windows' bytes needed: not in a slice without the embedding */
-    for (int64_t i = t0; tasks && i < t1; i++) sparse_embedding |= tasks[i].tensor == m->embedding;
-    sparse_embedding &= m->cfg.sparse_embedding_votes != 0;
+    /* The embedding rows [r0, r1) among the tasks: only with those are the windows' bytes needed. */
+    int32_t r0 = EGG_VOCAB, r1 = 0;
+    for (int64_t i = t0; tasks && i < t1; i++)
+        if (tasks[i].tensor == m->embedding) {
+            r0 = tasks[i].row0 < r0 ? tasks[i].row0 : r0;
+            r1 = tasks[i].row0 + tasks[i].rows > r1 ? tasks[i].row0 + tasks[i].rows : r1;
+        }
+    const int sparse_embedding = m->cfg.sparse_embedding_votes && r0 < r1;
     uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
     if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && !present)) goto done;
     if (sparse_embedding) window_bytes(m, windows, present);
@@ -453,7 +458,7 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     update_job job = {m,     seed,      voters, energy, alpha_q16(&m->cfg, step), threshold_z_at(&m->cfg, step),
                       present, NULL, noise, voter, vote_sign, tasks + t0, moved, 0};
     if (sparse_embedding) {
-        embedding_energies(&job, embedding_energy);
+        embedding_energies(&job, r0, r1, embedding_energy);
         job.row_energy = embedding_energy;
     }
     egg_parallel_for(n_tasks, m->threads, vote_task, &job);
