@@ -163,9 +163,8 @@ static void population_task(void *ctx, int64_t task) {
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
  * The row blocks of all tensors (the update's tasks, in weight order) run as one parallel loop, so
  * small tensors do not leave threads idle one after another; each task transposes its own rows of A
- * and its tensor's B (at the small sizes a tensor is one task; with many tasks per tensor B's
- * transposition is repeated, which costs little beside the task's votes and needs no second parallel
- * loop). A task needs only its voters' noise for its rows and its tensor's columns: without the step's
+ * and its tensor's B (with several tasks per tensor B's transposition is repeated, which costs less
+ * than a second parallel loop and its barrier at the small sizes). A task needs only its voters' noise for its rows and its tensor's columns: without the step's
  * noise buffer it regenerates just that from the counter-based streams, so a process that applies a
  * range of the tasks (egg_apply_update_tasks) pays for that range alone. */
 
