@@ -18,7 +18,7 @@ static int32_t average_shift(const egg_config *c, int64_t step) {
 
 /* avg += floor((w - avg) / 2^s + 1/2) (an arithmetic shift): it stays between avg and w, so within
  * [-127, 127] weights; s = 0 copies the weights. */
-void egg_average_weights(egg_model *m, int64_t step) {
+void egg_advance_weight_average(egg_model *m, int64_t step) {
     if (!m->weight_average) return;
     const int32_t s = average_shift(&m->cfg, step);
     const int64_t half = s ? (int64_t)1 << (s - 1) : 0;

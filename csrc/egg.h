@@ -89,6 +89,9 @@ int16_t *egg_vote_memory(egg_model *m);
  * use it through egg_averaged_weights. */
 int64_t egg_weight_average_size(const egg_model *m);
 int32_t *egg_weight_average(egg_model *m);
+/* Advance the weight average after step `step`'s weights are final: egg_train_step and
+ * egg_apply_update do it; after egg_apply_update_tasks and egg_apply_moves the caller does. */
+void egg_advance_weight_average(egg_model *m, int64_t step);
 /* The weight average rounded to the nearest int8 (ties away from zero) into out[weights-size];
  * a copy of the weights when the model keeps no average. */
 void egg_averaged_weights(const egg_model *m, int8_t *out);
@@ -136,10 +139,27 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
 int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows, int64_t p0,
                        int64_t p1, int64_t *member_loss_q16);
 /* Apply the update of step `step` from every member's loss (member_loss_q16[population]): the fitness,
- * which ranks each pair against all pairs, and the vote with the noise regenerated from the seed.
+ * which ranks each pair against all pairs, and the vote with the voters' noise regenerated from the seed.
  * Outputs (each may be NULL): fitness[population/2], moved. */
 int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
                      const int64_t *member_loss_q16, int8_t *fitness, int64_t *moved);
+
+/* The update in slices, for processes that each update a share of the weights (mlm/egg/distributed.py).
+ * It is a list of tasks (row blocks of every tensor, in weight order): egg_update_tasks of them, and
+ * tasks [t0, t1) update the contiguous weights [*first, *end) (egg_update_task_weights). Applying every
+ * task range of a partition of [0, egg_update_tasks) gives egg_apply_update's bits. */
+int64_t egg_update_tasks(const egg_model *m);
+int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t *first, int64_t *end);
+/* egg_apply_update for tasks [t0, t1) only: weights [first, end) and their vote memory change, nothing
+ * else; the noise is regenerated for those tasks alone. Outputs (each may be NULL): moves, each weight's
+ * change packed in two bits ((end - first + 3) / 4 bytes: weight first + i in bits 2 * (i % 4) of byte
+ * i / 4, code 0 = stayed, 1 = +1, 3 = -1); fitness[population/2]; moved (weights changed in the range). */
+int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, uint8_t *moves, int8_t *fitness,
+                           int64_t *moved);
+/* Apply moves packed as egg_apply_update_tasks writes them to weights [first, first + count): another
+ * process's slice. moved (may be NULL) receives how many weights they change. */
+int egg_apply_moves(egg_model *m, int64_t first, int64_t count, const uint8_t *moves, int64_t *moved);
 
 /* Build and machine facts. */
 const char *egg_kernel_name(void);         /* kernel in use */

@@ -30,9 +30,21 @@ static int64_t vote_threshold(const egg_config *c, int64_t fitness_energy, int64
     return (int64_t)isqrt64(num / (36ULL * 65536ULL));
 }
 
-/* vote * 256 / spread, rounded towards zero: a vote in 1/256 of its null spread. */
-static int64_t scaled_vote(int64_t vote, int64_t spread) {
-    const int64_t q = ((vote < 0 ? -vote : vote) << 8) / (spread ? spread : 1);
+/* A row's divisor for scaled_vote: the vote's null spread (at least 1) and its reciprocal. */
+typedef struct vote_scale {
+    int64_t spread;
+    double reciprocal;
+} vote_scale;
+
+static vote_scale vote_scale_of(int64_t spread) {
+    spread = spread ? spread : 1;
+    return (vote_scale){spread, 1.0 / (double)spread};
+}
+
+/* vote * 256 / spread, rounded towards zero: a vote in 1/256 of its null spread. |vote| < 2^31 (an int32
+ * vote), so the dividend stays below 2^39, in egg_floor_div's range: no integer divide per weight. */
+static int64_t scaled_vote(int64_t vote, vote_scale s) {
+    const int64_t q = egg_floor_div((vote < 0 ? -vote : vote) << 8, s.spread, s.reciprocal);
     return vote < 0 ? -q : q;
 }
 
@@ -118,10 +130,12 @@ static void population_task(void *ctx, int64_t task) {
 }
 
 /* ---- update: vote = (A∘f)ᵀ·B per tensor as one GEMM over the voting pairs.
- * The row blocks of all tensors run as one parallel loop, so small tensors do not leave threads
- * idle one after another; each task transposes its own rows of A and its tensor's B (at the
- * small sizes a tensor is one task; with many tasks per tensor B's transposition is repeated,
- * which costs little beside the task's votes and needs no second parallel loop). */
+ * The row blocks of all tensors (the update's tasks, in weight order) run as one parallel loop, so
+ * small tensors do not leave threads idle one after another; each task transposes its own rows of A
+ * and its tensor's B (with several tasks per tensor B's transposition is repeated, which costs less
+ * than a second parallel loop and its barrier at the small sizes). A task needs only its voters' noise for its rows and its tensor's columns: without the step's
+ * noise buffer it regenerates just that from the counter-based streams, so a process that applies a
+ * range of the tasks (egg_apply_update_tasks) pays for that range alone. */
 
 typedef struct update_task_def {
     int32_t tensor, row0, rows;
@@ -131,26 +145,100 @@ typedef struct update_job {
     const egg_model *m;
     uint64_t seed;
     int64_t voters, energy, alpha, z; /* energy: sum of f^2 over the voters; z: this step's threshold */
-    const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window */
+    const uint8_t *present;    /* streams x 256: byte b is an input of stream s's window (with row_energy) */
     const int64_t *row_energy; /* the embedding's per-row energy, or NULL: every row has `energy` */
-    const int8_t *noise;       /* pairs x noise_len */
+    const int8_t *noise;       /* pairs x noise_len, or NULL: regenerate each task's slice of it */
     const int32_t *voter;      /* pair index of each voter */
     const int8_t *vote_sign;   /* fitness of each voter */
-    const update_task_def *tasks; /* row blocks of every tensor */
+    const update_task_def *tasks; /* the row blocks to update */
     int64_t *moved;               /* weights moved by each task */
     int failed;
 } update_job;
 
-/* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k the noise of voter k: rows of A
- * (signed by fitness f) or of B (unsigned). With `rows_from` >= 0 (embedding rows rows_from..),
- * a voter whose window does not contain byte rows_from + i contributes 0 to that row. */
-static void transpose_noise(const update_job *job, int64_t offset, int32_t n, int with_sign, int32_t rows_from,
-                            int8_t *out) {
-    for (int64_t k = 0; k < job->voters; k++) {
-        const int8_t *v = job->noise + job->voter[k] * job->m->noise_len + offset;
-        const int8_t f = with_sign ? job->vote_sign[k] : 1;
-        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
-        for (int32_t i = 0; i < n; i++) out[i * job->voters + k] = (int8_t)(rows_from < 0 || present[i] ? f * v[i] : 0);
+/* Noise values [start, start + n) of a pair's stream for one tensor, as egg_noise_values writes them from
+ * 0: the stream's whole words that cover them go to `scratch` (n + 16 bytes), the values are made in place
+ * (one loop the compiler vectorises) and the returned pointer is value `start`'s. */
+static const int8_t *noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch) {
+    const int64_t w0 = start / 8, w1 = (start + n + 7) / 8;
+    uint8_t *bytes = (uint8_t *)scratch;
+    for (int64_t w = w0; w < w1; w++) { /* the compiler merges the 8 byte stores */
+        const uint64_t word = egg_stream_word(key, w);
+        for (int j = 0; j < 8; j++) bytes[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j));
+    }
+    const int mask = (1 << noise_bits) - 1;
+    for (int64_t i = 0; i < (w1 - w0) * 8; i++) scratch[i] = egg_noise_value(bytes[i], mask);
+    return scratch + (start - w0 * 8);
+}
+
+/* Swap the m-masked bytes of y with the others of x, `shift` bits apart: one round of transpose8x8. */
+#define SWAP_BLOCKS(x, y, m, shift)                                                                       \
+    do {                                                                                                  \
+        const uint64_t x_ = (x), y_ = (y);                                                                \
+        (x) = (x_ & (m)) | ((y_ & (m)) << (shift));                                                       \
+        (y) = ((x_ >> (shift)) & (m)) | (y_ & ~(m));                                                      \
+    } while (0)
+
+/* Transpose an 8 x 8 block of bytes held as 8 words (byte j of a[r], in memory order, little-endian):
+ * afterwards byte r of a[j] is what byte j of a[r] was. Three rounds swap 1-, 2- and 4-byte blocks. */
+static inline void transpose8x8(uint64_t a[8]) {
+    const uint64_t m1 = 0x00FF00FF00FF00FFULL, m2 = 0x0000FFFF0000FFFFULL, m4 = 0x00000000FFFFFFFFULL;
+    SWAP_BLOCKS(a[0], a[1], m1, 8);
+    SWAP_BLOCKS(a[2], a[3], m1, 8);
+    SWAP_BLOCKS(a[4], a[5], m1, 8);
+    SWAP_BLOCKS(a[6], a[7], m1, 8);
+    SWAP_BLOCKS(a[0], a[2], m2, 16);
+    SWAP_BLOCKS(a[1], a[3], m2, 16);
+    SWAP_BLOCKS(a[4], a[6], m2, 16);
+    SWAP_BLOCKS(a[5], a[7], m2, 16);
+    SWAP_BLOCKS(a[0], a[4], m4, 32);
+    SWAP_BLOCKS(a[1], a[5], m4, 32);
+    SWAP_BLOCKS(a[2], a[6], m4, 32);
+    SWAP_BLOCKS(a[3], a[7], m4, 32);
+}
+
+#define VOTER_BLOCK 8
+
+/* Bytes of scratch transpose_noise needs for n values. */
+static size_t transpose_scratch(int32_t n) { return (size_t)VOTER_BLOCK * ((size_t)n + 16); }
+
+/* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k voter k's noise for tensor `tensor`
+ * (offset counts from the tensor's A): rows of A (signed by fitness f) or of B (unsigned), from the
+ * noise buffer or regenerated. With `rows_from` >= 0 (embedding rows rows_from..), a voter whose window
+ * does not contain byte rows_from + i contributes 0 to that row. Blocks of 8 voters: their rows are made
+ * contiguously in `scratch` (transpose_scratch(n) bytes), then moved 8 x 8 bytes at a time. */
+static void transpose_noise(const update_job *job, int32_t tensor, int64_t offset, int32_t n, int with_sign,
+                            int32_t rows_from, int8_t *scratch, int8_t *out) {
+    const egg_tensor *t = &job->m->tensors[tensor];
+    const int64_t stride = (int64_t)n + 16, voters = job->voters;
+    for (int64_t k0 = 0; k0 < voters; k0 += VOTER_BLOCK) {
+        const int block = voters - k0 < VOTER_BLOCK ? (int)(voters - k0) : VOTER_BLOCK;
+        for (int kk = 0; kk < block; kk++) {
+            const int64_t k = k0 + kk;
+            int8_t *row = scratch + kk * stride;
+            const int8_t *v =
+                job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
+                           : noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n,
+                                         job->m->cfg.noise_bits, row); /* v >= row: safe to overwrite below */
+            const int8_t f = with_sign ? job->vote_sign[k] : 1;
+            if (rows_from < 0) {
+                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(f * v[i]);
+            } else {
+                const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
+                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(present[i] ? f * v[i] : 0);
+            }
+        }
+        int32_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (block == VOTER_BLOCK)
+            for (; i + 8 <= n; i += 8) {
+                uint64_t a[8];
+                for (int kk = 0; kk < 8; kk++) memcpy(&a[kk], scratch + kk * stride + i, 8);
+                transpose8x8(a);
+                for (int ii = 0; ii < 8; ii++) memcpy(out + (i + ii) * voters + k0, &a[ii], 8);
+            }
+#endif
+        for (; i < n; i++)
+            for (int kk = 0; kk < block; kk++) out[i * voters + k0 + kk] = scratch[kk * stride + i];
     }
 }
 
@@ -184,10 +272,10 @@ static int64_t apply_votes(const update_job *job, uint64_t key, int64_t first, c
  * passes z, spending z of it. */
 static int64_t remember_votes(const update_job *job, uint64_t key, int64_t first, const int32_t *vote, int32_t n,
                               int64_t energy, int64_t z, int64_t decay, int8_t *w, int16_t *memory) {
-    const int64_t spread = vote_threshold(&job->m->cfg, energy, 256);
+    const vote_scale scale = vote_scale_of(vote_threshold(&job->m->cfg, energy, 256));
     int64_t moved = 0;
     for (int32_t j = 0; j < n; j++) {
-        int64_t mem = memory[j] + scaled_vote(vote[j], spread) - w[j] * decay / 256;
+        int64_t mem = memory[j] + scaled_vote(vote[j], scale) - w[j] * decay / 256;
         if ((mem > z || mem < -z) && alpha_keeps(job, key, first + j) && nudge(&w[j], mem)) {
             mem -= mem > 0 ? z : -z;
             moved++;
@@ -204,16 +292,18 @@ static void vote_task(void *ctx, int64_t index) {
     int8_t *a_t = malloc((size_t)task->rows * (size_t)job->voters);
     int8_t *b_t = malloc((size_t)t->cols * (size_t)job->voters);
     int32_t *vote = malloc(sizeof *vote * (size_t)task->rows * (size_t)t->cols);
-    if (!a_t || !b_t || !vote) {
+    int8_t *scratch = malloc(transpose_scratch(task->rows > t->cols ? task->rows : t->cols));
+    if (!a_t || !b_t || !vote || !scratch) {
         job->failed = 1;
         free(a_t);
         free(b_t);
         free(vote);
+        free(scratch);
         return;
     }
     const int64_t *row_energy = t->kind == EGG_EMBEDDING ? job->row_energy : NULL;
-    transpose_noise(job, t->noise_off + task->row0, task->rows, 1, row_energy ? task->row0 : -1, a_t);
-    transpose_noise(job, t->noise_off + t->rows, t->cols, 0, -1, b_t);
+    transpose_noise(job, task->tensor, task->row0, task->rows, 1, row_energy ? task->row0 : -1, scratch, a_t);
+    transpose_noise(job, task->tensor, t->rows, t->cols, 0, -1, scratch, b_t);
     egg_active_kernels()->gemm(task->rows, t->cols, (int32_t)job->voters, a_t, job->voters, b_t, job->voters, vote,
                                t->cols);
     const uint64_t key = egg_stream_key(job->seed, task->tensor, EGG_ALPHA_STREAM);
@@ -237,23 +327,46 @@ static void vote_task(void *ctx, int64_t index) {
     free(a_t);
     free(b_t);
     free(vote);
+    free(scratch);
 }
 
-/* Row blocks of about 16K votes: small enough to spread a small model over many threads, big
- * enough that each block's GEMM reads B once for many rows. */
-#define VOTES_PER_TASK 16384
+/* Row blocks of about 4K votes: small enough to spread a small model over many threads and to slice
+ * its update evenly over up to 16 processes (the `small` preset's largest task is 1/16 of its weights),
+ * big enough that each block's GEMM reads B once for many rows (B's noise is remade for each block: at
+ * 16K votes per block the `small` update takes 9% fewer instructions, but its embedding and head are one
+ * task each, a quarter of the update apiece). */
+#define VOTES_PER_TASK 4096
 
 static int32_t rows_per_task(const egg_tensor *t) {
     return VOTES_PER_TASK / t->cols > 0 ? VOTES_PER_TASK / t->cols : 1;
 }
 
-/* The row blocks of tensor `tensor`, appended at tasks; returns how many. */
-static int64_t plan_tensor(const egg_tensor *t, update_task_def *tasks, int32_t tensor) {
-    const int32_t rows_per = rows_per_task(t);
+static int64_t count_tasks(const egg_model *m) {
     int64_t n = 0;
-    for (int32_t r = 0; r < t->rows; r += rows_per)
-        tasks[n++] = (update_task_def){tensor, r, t->rows - r < rows_per ? t->rows - r : rows_per};
+    for (int32_t t = 0; t < m->n_tensors; t++) n += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) /
+                                                     rows_per_task(&m->tensors[t]);
     return n;
+}
+
+/* The update's tasks: the row blocks of every tensor, in weight order (count_tasks of them, malloc'd;
+ * NULL when out of memory). */
+static update_task_def *plan_update(const egg_model *m) {
+    update_task_def *tasks = malloc(sizeof *tasks * (size_t)count_tasks(m));
+    if (!tasks) return NULL;
+    int64_t n = 0;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const int32_t rows = m->tensors[t].rows, rows_per = rows_per_task(&m->tensors[t]);
+        for (int32_t r = 0; r < rows; r += rows_per)
+            tasks[n++] = (update_task_def){t, r, rows - r < rows_per ? rows - r : rows_per};
+    }
+    return tasks;
+}
+
+/* The first weight of task `index` of `tasks` (n of them): the weight count when index == n. */
+static int64_t task_first_weight(const egg_model *m, const update_task_def *tasks, int64_t n, int64_t index) {
+    if (index == n) return m->n_weights;
+    const egg_tensor *t = &m->tensors[tasks[index].tensor];
+    return t->offset + (int64_t)tasks[index].row0 * t->cols;
 }
 
 /* present[s * 256 + b] = 1 when byte b is one of the inputs of stream s's window. */
@@ -264,18 +377,20 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 }
 
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
- * those pairs vote on it: its energy is the sum of their f^2. */
-static void embedding_energies(const update_job *job, int64_t *row_energy) {
+ * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated. */
+static void embedding_energies(const update_job *job, int32_t r0, int32_t r1, int64_t *row_energy) {
     for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
     for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
         const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
         const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
-        for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] += present[r] ? energy : 0;
+        for (int32_t r = r0; r < r1; r++) row_energy[r] += present[r] ? energy : 0;
     }
 }
 
+/* The update's tasks [t0, t1) from the pairs' fitness, with the step's noise buffer or (noise NULL)
+ * regenerating what each task needs. */
 static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows, const int8_t *noise,
-                        const int8_t *fitness, int64_t *moved_total) {
+                        const int8_t *fitness, int64_t t0, int64_t t1, int64_t *moved_total) {
     const int64_t pairs = m->cfg.population / 2;
     int64_t voters = 0, energy = 0;
     for (int64_t p = 0; p < pairs; p++) {
@@ -285,24 +400,29 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
     *moved_total = 0;
     if (!voters) return 0;
 
-    int64_t n_tasks = 0;
-    for (int32_t t = 0; t < m->n_tensors; t++)
-        n_tasks += (m->tensors[t].rows + rows_per_task(&m->tensors[t]) - 1) / rows_per_task(&m->tensors[t]);
+    const int64_t n_tasks = t1 - t0;
     int rc = -1;
     int32_t *voter = malloc(sizeof *voter * (size_t)voters);
     int8_t *vote_sign = malloc((size_t)voters);
-    update_task_def *tasks = malloc(sizeof *tasks * (size_t)n_tasks);
-    int64_t *moved = calloc((size_t)n_tasks, sizeof *moved);
-    uint8_t *present = malloc((size_t)m->cfg.streams * EGG_VOCAB);
+    update_task_def *tasks = plan_update(m);
+    int64_t *moved = calloc((size_t)n_tasks + 1, sizeof *moved);
     int64_t embedding_energy[EGG_VOCAB];
-    if (!voter || !vote_sign || !tasks || !moved || !present) goto done;
-    window_bytes(m, windows, present);
+    /* The embedding rows [r0, r1) among the tasks: only with those are the windows' bytes needed. */
+    int32_t r0 = EGG_VOCAB, r1 = 0;
+    for (int64_t i = t0; tasks && i < t1; i++)
+        if (tasks[i].tensor == m->embedding) {
+            r0 = tasks[i].row0 < r0 ? tasks[i].row0 : r0;
+            r1 = tasks[i].row0 + tasks[i].rows > r1 ? tasks[i].row0 + tasks[i].rows : r1;
+        }
+    const int sparse_embedding = m->cfg.sparse_embedding_votes && r0 < r1;
+    uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
+    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && !present)) goto done;
+    if (sparse_embedding) window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
             voter[k] = (int32_t)p;
             vote_sign[k++] = fitness[p];
         }
-    for (int64_t t = 0, n = 0; t < m->n_tensors; t++) n += plan_tensor(&m->tensors[t], tasks + n, (int32_t)t);
     update_job job = {.m = m,
                       .seed = seed,
                       .voters = voters,
@@ -310,13 +430,15 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
                       .alpha = alpha_q16(&m->cfg, step),
                       .z = threshold_z_at(&m->cfg, step),
                       .present = present,
+                      .row_energy = NULL,
                       .noise = noise,
                       .voter = voter,
                       .vote_sign = vote_sign,
-                      .tasks = tasks,
-                      .moved = moved};
-    if (m->cfg.sparse_embedding_votes) {
-        embedding_energies(&job, embedding_energy);
+                      .tasks = tasks + t0,
+                      .moved = moved,
+                      .failed = 0};
+    if (sparse_embedding) {
+        embedding_energies(&job, r0, r1, embedding_energy);
         job.row_energy = embedding_energy;
     }
     egg_parallel_for(n_tasks, m->threads, vote_task, &job);
@@ -429,9 +551,11 @@ done:
     return rc;
 }
 
-/* Fitness from every member's loss, then the vote update with every pair's noise. */
+/* Fitness from every member's loss, then the update's tasks [t0, t1) with every pair's noise (NULL:
+ * regenerated where needed). */
 static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const uint8_t *windows,
-                              const int8_t *noise, const int64_t *losses, int8_t *fitness_out, int64_t *moved_out) {
+                              const int8_t *noise, const int64_t *losses, int64_t t0, int64_t t1,
+                              int8_t *fitness_out, int64_t *moved_out) {
     const int64_t pairs = m->cfg.population / 2;
     int64_t moved = 0;
     int8_t *fitness = malloc((size_t)pairs);
@@ -440,8 +564,7 @@ static int update_from_losses(egg_model *m, uint64_t seed, int64_t step, const u
         egg_set_error("out of memory in the training step");
         return -1;
     }
-    if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, &moved)) {
-        egg_average_weights(m, step);
+    if (!pair_fitness(m, losses, fitness) && !apply_update(m, seed, step, windows, noise, fitness, t0, t1, &moved)) {
         if (fitness_out) memcpy(fitness_out, fitness, (size_t)pairs);
         if (moved_out) *moved_out = moved;
         rc = 0;
@@ -471,21 +594,75 @@ int egg_evaluate_pairs(egg_model *m, uint64_t run_seed, int64_t step, const uint
     return rc;
 }
 
-int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
-                     const int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
-    const int64_t pairs = m->cfg.population / 2;
-    const uint64_t seed = egg_step_seed(run_seed, step);
-    int8_t *noise = malloc((size_t)(pairs * m->noise_len));
-    if (!noise) {
-        egg_set_error("out of memory in the training step");
+int64_t egg_update_tasks(const egg_model *m) { return count_tasks(m); }
+
+static int check_task_range(const egg_model *m, int64_t t0, int64_t t1) {
+    if (t0 < 0 || t1 < t0 || t1 > count_tasks(m)) {
+        egg_set_error("update task range outside [0, egg_update_tasks)");
+        return -1;
+    }
+    return 0;
+}
+
+int egg_update_task_weights(const egg_model *m, int64_t t0, int64_t t1, int64_t *first, int64_t *end) {
+    if (check_task_range(m, t0, t1)) return -1;
+    update_task_def *tasks = plan_update(m);
+    if (!tasks) {
+        egg_set_error("out of memory in the update");
+        return -1;
+    }
+    *first = task_first_weight(m, tasks, count_tasks(m), t0);
+    *end = task_first_weight(m, tasks, count_tasks(m), t1);
+    free(tasks);
+    return 0;
+}
+
+int egg_apply_update_tasks(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                           const int64_t *member_loss_q16, int64_t t0, int64_t t1, uint8_t *moves,
+                           int8_t *fitness_out, int64_t *moved_out) {
+    int64_t first = 0, end = 0;
+    if (egg_update_task_weights(m, t0, t1, &first, &end)) return -1;
+    int8_t *before = moves ? malloc((size_t)(end - first) + 1) : NULL;
+    if (moves && !before) {
+        egg_set_error("out of memory in the update");
         return -1;
     }
     const double t_start = now();
-    pair_noise(m, seed, 0, pairs, noise);
-    const int rc = update_from_losses(m, seed, step, windows, noise, member_loss_q16, fitness_out, moved_out);
+    if (moves) memcpy(before, m->weights + first, (size_t)(end - first));
+    const int rc = update_from_losses(m, egg_step_seed(run_seed, step), step, windows, NULL, member_loss_q16, t0,
+                                      t1, fitness_out, moved_out);
+    if (moves) {
+        memset(moves, 0, (size_t)((end - first + 3) / 4));
+        for (int64_t i = 0; i < end - first; i++)
+            moves[i / 4] |= (uint8_t)(((m->weights[first + i] - before[i]) & 3) << (2 * (i % 4)));
+    }
     last_step = (egg_step_seconds){0, 0, now() - t_start};
-    free(noise);
+    free(before);
     return rc;
+}
+
+int egg_apply_moves(egg_model *m, int64_t first, int64_t count, const uint8_t *moves, int64_t *moved) {
+    if (first < 0 || count < 0 || first + count > m->n_weights) {
+        egg_set_error("moves outside the weights");
+        return -1;
+    }
+    int64_t changed = 0;
+    for (int64_t i = 0; i < count; i++) {
+        const int code = (moves[i / 4] >> (2 * (i % 4))) & 3; /* 0, 1 or 3: the move's low two bits */
+        m->weights[first + i] = (int8_t)(m->weights[first + i] + (code ^ 2) - 2);
+        changed += code != 0;
+    }
+    if (moved) *moved = changed;
+    return 0;
+}
+
+int egg_apply_update(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
+                     const int64_t *member_loss_q16, int8_t *fitness_out, int64_t *moved_out) {
+    if (egg_apply_update_tasks(m, run_seed, step, windows, member_loss_q16, 0, count_tasks(m), NULL, fitness_out,
+                               moved_out))
+        return -1;
+    egg_advance_weight_average(m, step);
+    return 0;
 }
 
 int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t *windows,
@@ -504,7 +681,9 @@ int egg_train_step(egg_model *m, uint64_t run_seed, int64_t step, const uint8_t 
     const double t_noise = now();
     if (evaluate_members(m, windows, noise, 0, pairs, losses)) goto done;
     const double t_forward = now();
-    if (update_from_losses(m, seed, step, windows, noise, losses, fitness_out, moved_out)) goto done;
+    if (update_from_losses(m, seed, step, windows, noise, losses, 0, count_tasks(m), fitness_out, moved_out))
+        goto done;
+    egg_advance_weight_average(m, step);
     last_step = (egg_step_seconds){t_noise - t_start, t_forward - t_noise, now() - t_forward};
     if (member_loss_q16) memcpy(member_loss_q16, losses, sizeof *losses * (size_t)population);
     rc = 0;

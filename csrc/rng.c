@@ -24,8 +24,5 @@ void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
 void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out) {
     const int mask = (1 << noise_bits) - 1;
     egg_stream_bytes(key, count, (uint8_t *)out);
-    for (int64_t i = 0; i < count; i++) {
-        const int b = (uint8_t)out[i];
-        out[i] = (int8_t)((b & mask) - ((b >> 4) & mask));
-    }
+    for (int64_t i = 0; i < count; i++) out[i] = egg_noise_value((uint8_t)out[i], mask);
 }

@@ -26,7 +26,10 @@ uint64_t egg_step_seed(uint64_t run_seed, int64_t step);
 uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream);
 /* Byte i is byte (i % 8) of word i / 8, little-endian on every platform. */
 void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);
-/* Value i is (b & m) - ((b >> 4) & m) for stream byte b = i and m = 2^noise_bits - 1: |value| <= m. */
+/* A noise value from a stream byte b: u1 - u2 with u1 = b's low noise_bits, u2 = those of b >> 4
+ * (mask = 2^noise_bits - 1), so |value| <= mask. */
+static inline int8_t egg_noise_value(uint8_t b, int mask) { return (int8_t)((b & mask) - ((b >> 4) & mask)); }
+/* Value i is egg_noise_value of the stream's byte i. */
 void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out);
 
 #endif

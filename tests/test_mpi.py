@@ -115,6 +115,33 @@ def test_resume_under_another_number_of_ranks(tmp_path: Path, one_process) -> No
     assert hashes(tmp_path / "b") == one_process[12]
 
 
+def test_the_sliced_update_gives_the_bits_of_one_process_and_resumes_under_any_n(tmp_path: Path) -> None:
+    """Two layers: 25 update tasks and 22 pairs, neither divisible by 3. The sliced update (the default) under
+    1, 2 and 3 ranks and the replicated one end with the one-process bits, vote memory and weight average
+    included (in the
+    state hash); a sliced run resumed under another N, or by one process, continues bit-exactly, so each
+    checkpoint holds every slice's vote memory and each resume hands every rank all of it."""
+    two_layers = ("--layers", "2", "--weight-average", "1")
+    for steps in (8, 12):
+        assert run(train_command(tmp_path / f"one{steps}", *two_layers, "--steps", str(steps),
+                                 "--distributed", "off")).returncode == 0
+    for ranks, update in ((1, "sliced"), (2, "sliced"), (3, "sliced"), (3, "replicated")):
+        run_dir = tmp_path / f"{update}{ranks}"
+        result = run(mpi(ranks, train_command(run_dir, *two_layers, "--steps", "12", "--distributed", "mpi",
+                                              "--mpi-update", update)))
+        assert result.returncode == 0, result.stderr
+        assert hashes(run_dir) == hashes(tmp_path / "one12"), (ranks, update)
+        mode = "replicated" if ranks == 1 else update
+        assert f"pairs each, {mode} update" in (run_dir / "training.log").read_text()
+
+    resumed = tmp_path / "resumed"
+    assert run(mpi(3, train_command(resumed, *two_layers, "--steps", "4"))).returncode == 0
+    assert run(mpi(2, train_command(resumed, *two_layers, "--steps", "8"))).returncode == 0
+    assert hashes(resumed) == hashes(tmp_path / "one8")
+    assert run(train_command(resumed, *two_layers, "--steps", "12")).returncode == 0
+    assert hashes(resumed) == hashes(tmp_path / "one12")
+
+
 def test_rank_0s_clock_ends_a_time_budget_and_fixes_the_cooldown_for_every_rank(tmp_path: Path) -> None:
     """--time-budget and its cooldown follow rank 0's clock, sent in the exchange: every rank stops after
     the same step and adopts the same schedule (else the weight check at the next checkpoint fails)."""
@@ -286,3 +313,8 @@ def test_bench_mpi_reports_the_exchange_and_a_model(tmp_path: Path) -> None:
     # Two ranks send their control words and the losses of their 32 of tiny's 64 members, 8 bytes each.
     assert model["2"]["bytes_per_step"] == 2 * (CONTROL_WORDS + 2 * 32) * 8
     assert 1 > model["2"]["efficiency"] > model["16"]["efficiency"] > 0
+    # The sliced update: its own distributed steps, and each rank's moves in two bits per weight (24,736 for tiny).
+    assert report["sliced"]["weights_agree"] is True and report["sliced"]["moves_wait_s"] > 0
+    assert 24736 // 4 <= model["2"]["moves_bytes_per_step"] <= 24736 // 4 + 2
+    assert set(report["slice_update_s"]) == {"2", "4", "8", "16"} and min(report["slice_update_s"].values()) > 0
+    assert 1 > model["2"]["sliced_efficiency"] > model["16"]["sliced_efficiency"] > 0

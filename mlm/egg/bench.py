@@ -77,8 +77,8 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
 
     The step keeps every pair's noise (A and B of every tensor) and then needs either, in the
     forward pass, one workspace per running population block (activations, perturbed vectors,
-    int32 accumulators: csrc/forward.c), or in the update, per running task, a block of about 16K
-    int32 votes, its rows of A and its tensor's B, transposed (csrc/es.c).
+    int32 accumulators: csrc/forward.c), or in the update, per running task, a block of about 4K
+    int32 votes, its rows of A and its tensor's B, transposed, and 8 voters' rows of either (csrc/es.c).
     """
     layout = tensor_layout(cfg)
     h, m = cfg.hidden, cfg.mlp_hidden
@@ -87,10 +87,11 @@ def step_memory_bytes(cfg: ModelConfig, threads: int) -> int:
     block = min(64, -(-cfg.population // threads))
     blocks = min(threads, -(-cfg.population // block))
     workspace = block * (3 * h + m + VOCAB + cfg.layers * h + vectors + 4 * max(m, VOCAB) + 4 * h)
-    votes_per_task = 16384  # VOTES_PER_TASK in csrc/es.c
+    votes_per_task = 4096  # VOTES_PER_TASK in csrc/es.c
     task_rows = max(min(t.rows, max(1, votes_per_task // t.cols)) for t in layout)
     task_votes = max(min(t.rows, max(1, votes_per_task // t.cols)) * t.cols for t in layout)
-    update = threads * (4 * task_votes + cfg.pairs * (task_rows + max(t.cols for t in layout)))
+    widest = max(task_rows, max(t.cols for t in layout))
+    update = threads * (4 * task_votes + cfg.pairs * (task_rows + max(t.cols for t in layout)) + 8 * (widest + 16))
     state = cfg.population * cfg.layers * h
     memory = 2 * n_vote_memory(cfg)
     return n_weights(cfg) + memory + state + noise + max(blocks * workspace, update)

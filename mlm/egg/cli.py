@@ -124,6 +124,9 @@ NON_NEGATIVE = click.IntRange(min=0)
 @click.option("--distributed", type=click.Choice(["auto", "off", "mpi"]), default="auto", show_default=True,
               help="Split each step's pairs across MPI processes (`mpiexec -n N python -m mlm.egg train`); "
                    "auto: when an MPI launcher started more than one (docs/distributed.md).")
+@click.option("--mpi-update", type=click.Choice(["sliced", "replicated"]), default="sliced", show_default=True,
+              help="With more than one MPI rank: each rank updates a fixed slice of the weights and the ranks "
+                   "exchange the moves (sliced), or every rank applies the whole update (replicated). Same bits.")
 @click.pass_context
 def train(ctx: click.Context, **options) -> None:
     """Train a model with EGGROLL; re-run with the same --run-dir to resume exactly where it stopped."""
@@ -155,7 +158,7 @@ def train_settings(options: dict, preset_given: bool) -> TrainSettings:
         save_every=o["save_every"], save_seconds=o["save_seconds"], eval_every=o["eval_every"],
         eval_bytes=o["eval_bytes"], resume=o["resume"], fresh=o["fresh"],
         allow_data_change=o["allow_data_change"], results=o["results"], note=o["note"], quiet=o["quiet"],
-        distributed=o["distributed"],
+        distributed=o["distributed"], mpi_update=o["mpi_update"],
     )
 
 

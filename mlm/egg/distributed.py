@@ -3,12 +3,16 @@
 Every rank holds the whole model and reads the same data. The pairs of each step are split into N
 fixed, contiguous shares (:func:`pair_shares`); a rank runs only its share's members, whose recurrent
 state lives on that rank for the whole run. Per step the ranks all-gather their members' losses in
-rank order, and each applies the same update from all of them (the fitness ranks every pair against
-all pairs), so the weights stay bit-identical on every rank without ever being sent, and the run is
-bit-identical to a one-process run.
+rank order (the fitness ranks every pair against all pairs). Then, by default (``--mpi-update sliced``),
+each rank applies the update to a fixed, contiguous slice of the weights (:func:`task_shares`: the
+update's tasks, balanced by their work) and the ranks all-gather what moved, two bits per weight
+(:func:`share_moves`), so every rank ends the step with the same weights while doing 1/N of the update;
+a slice's vote memory lives on its rank. With ``--mpi-update replicated`` every rank applies the whole
+update instead and nothing more is sent. Either way the run is bit-identical to a one-process run.
 
 Only rank 0 writes (training.log, results.tsv, samples, checkpoints); for a checkpoint it gathers
-every rank's member state, so the file is the one a one-process run writes and resumes under any N.
+every rank's member state (and with a sliced update every slice's vote memory), so the file is the one a
+one-process run writes and resumes under any N; on resume every rank receives all of it from rank 0.
 The job is all-or-nothing: an exception on any rank, or a rank that does not answer within the
 exchange deadline, aborts every rank (``MPI_Abort``); re-running the command resumes from the last
 checkpoint. SIGINT/SIGTERM on any rank travels in the next exchange, so every rank stops after the
@@ -20,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -32,11 +38,12 @@ import numpy as np
 from mlm import __version__, env
 from mlm.egg.data import WindowSampler, resolve_data
 from mlm.egg.display import QuietDisplay
-from mlm.egg.engine import Engine, StepResult, kernel_name
+from mlm.egg.engine import Engine, StepResult, kernel_name, packed_moves_size
 from mlm.egg.train import StopRequest, Trainer, TrainSettings
 from mlm.errors import MlmError
 
 MODES = ("auto", "off", "mpi")
+UPDATES = ("sliced", "replicated")
 #: Set by MPI launchers (MPICH/Hydra and Slurm's PMI, Open MPI, MVAPICH, srun) to the number of processes:
 #: `auto` imports MPI only when one of them says more than one, so a plain run never loads an MPI library.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
@@ -78,6 +85,47 @@ def pair_shares(pairs: int, ranks: int) -> list[tuple[int, int]]:
     base, extra = divmod(pairs, ranks)
     bounds = [r * base + min(r, extra) for r in range(ranks + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def task_costs(engine: Engine) -> list[int]:
+    """The relative work of each update task, in integers (every rank must cut the same slices): most of a
+    task is regenerating and transposing each voter's noise for its rows and its tensor's columns, so
+    2 x (rows + columns), and 3 x for the embedding's rows, which the windows' bytes mask (callgrind on
+    `small`, per 64-row task: embedding 1.67 M instructions, other 64 x 64 matrices 1.14 M, a 64-vector
+    0.47 M, plus 0.23 M per slice)."""
+    tensors = engine.tensors()
+    sparse = engine.config.sparse_embedding_votes
+    costs = []
+    for task in range(engine.update_tasks()):
+        first, end = engine.update_task_weights(task, task + 1)
+        tensor = next(t for t in tensors if t.offset <= first < t.offset + t.rows * t.cols)
+        costs.append(((end - first) // tensor.cols + tensor.cols) * (3 if sparse and tensor.name == "embedding" else 2))
+    return costs
+
+
+def task_shares(engine: Engine, ranks: int) -> list[tuple[int, int]]:
+    """Contiguous update task ranges [t0, t1) of each rank, the r-th ending at the task boundary where the
+    running :func:`task_costs` is nearest r/N of their total (a range may be empty when there are fewer tasks
+    than ranks)."""
+    running = [0, *itertools.accumulate(task_costs(engine))]
+    cuts = [min(range(len(running)), key=lambda t: (abs(ranks * running[t] - r * running[-1]), t))
+            for r in range(1, ranks)]
+    bounds = [0, *cuts, len(running) - 1]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def share_moves(comm: Any, engine: Engine, weight_slices: list[tuple[int, int]], moves: np.ndarray,
+                wait: Callable[[Any], None]) -> int:
+    """All-gather every rank's packed moves of its weight slice (``moves``: this rank's, from
+    :meth:`Engine.apply_update_tasks`) and apply the other ranks' to ``engine``'s weights; ``wait`` completes
+    the non-blocking collective. Returns how many weights the other ranks' moves changed."""
+    rank = comm.Get_rank()
+    counts = [packed_moves_size(end - first) for first, end in weight_slices]
+    offsets = np.cumsum([0, *counts[:-1]]).tolist()
+    table = np.empty(sum(counts), dtype=np.uint8)
+    wait(comm.Iallgatherv(moves, [table, counts, offsets, import_mpi().BYTE]))
+    return sum(engine.apply_moves(first, end, table[offsets[r] : offsets[r] + counts[r]])
+               for r, (first, end) in enumerate(weight_slices) if r != rank)
 
 
 def import_mpi() -> ModuleType:
@@ -174,6 +222,7 @@ class DistributedTrainer(Trainer):
         self.cooldown_basis: tuple[int, float] = (0, 0.0)
         self.pending = np.zeros(CONTROL_WORDS, dtype=np.int64)
         self.exchange_seconds: list[float] = []
+        self.moves_seconds: list[float] = []
         if not self.root:
             self.display = QuietDisplay()
 
@@ -272,10 +321,16 @@ class DistributedTrainer(Trainer):
         self.shares = pair_shares(pairs, self.size)
         self.share = self.shares[self.rank]
         self.width = CONTROL_WORDS + 2 * max(p1 - p0 for p0, p1 in self.shares)
+        if self.settings.mpi_update not in UPDATES:
+            raise DistributedRefusal(f"--mpi-update must be one of {', '.join(UPDATES)} "
+                                     f"(got {self.settings.mpi_update!r})")
+        self.sliced = self.settings.mpi_update == "sliced" and self.size > 1
+        self.task_shares = task_shares(self.engine, self.size)
+        self.weight_slices = [self.engine.update_task_weights(t0, t1) for t0, t1 in self.task_shares]
         hosts = sorted(set(self.comm.allgather(_host())))
         sizes = sorted({p1 - p0 for p0, p1 in self.shares})
         self.say(f"distributed: {self.size} rank{'s' if self.size > 1 else ''} on {', '.join(hosts)}, "
-                 f"{'-'.join(map(str, sizes))} pairs each")
+                 f"{'-'.join(map(str, sizes))} pairs each, {'sliced' if self.sliced else 'replicated'} update")
 
     def _start_payload(self) -> dict[str, Any]:
         """What the other ranks need of rank 0's start: facts to check, the model, state and bookkeeping."""
@@ -366,7 +421,23 @@ class DistributedTrainer(Trainer):
         self.agreed_budget_spent |= bool(table[0, BUDGET_SPENT])
         self.agreed_cooldown = int(table[0, COOLDOWN_TOTAL])
         self.agreed_save = bool(table[0, SAVE_DUE])
-        return self.engine.apply_update(self.run_seed, step, windows, losses)
+        if not self.sliced:
+            return self.engine.apply_update(self.run_seed, step, windows, losses)
+        return self._sliced_update(step, windows, losses)
+
+    def _sliced_update(self, step: int, windows: np.ndarray, losses: np.ndarray) -> StepResult:
+        """This rank's slice of the update, then every slice's moves from every rank, applied here."""
+        result, moves = self.engine.apply_update_tasks(self.run_seed, step, windows, losses,
+                                                       *self.task_shares[self.rank])
+
+        def wait(request: Any) -> None:
+            started = time.monotonic()
+            self._wait(request, self.timeout, f"the exchange of step {step}'s moves")
+            self.moves_seconds.append(time.monotonic() - started)
+
+        moved = result.moved + share_moves(self.comm, self.engine, self.weight_slices, moves, wait)
+        self.engine.advance_weight_average(step)
+        return dataclasses.replace(result, moved=moved)
 
     def _fix_cooldown_from_speed(self) -> None:
         """Rank 0 estimates the cooldown from its clock and sends it; every rank adopts it on arrival."""
@@ -402,7 +473,10 @@ class DistributedTrainer(Trainer):
         """Gather every rank's members' state on rank 0, check that all weights agree, then rank 0 saves."""
         self.slow_boundary = True
         self._gather_state()
-        digest = hashlib.sha256(self.engine.weights.tobytes() + self.engine.vote_memory.tobytes()).digest()
+        if self.sliced:  # every rank's memory is current in its own slice alone: rank 0 gathers the others
+            self._gather_vote_memory()
+        memory = b"" if self.sliced else self.engine.vote_memory.tobytes()
+        digest = hashlib.sha256(self.engine.weights.tobytes() + memory).digest()
         digests = np.empty((self.size, len(digest)), dtype=np.uint8)
         self._wait(self.comm.Iallgather(np.frombuffer(digest, dtype=np.uint8), digests), self._slow_timeout,
                    "the weight check before a checkpoint")
@@ -433,6 +507,20 @@ class DistributedTrainer(Trainer):
             request = self.comm.Igatherv([mine, byte], None, root=0)
         self._wait(request, self._slow_timeout, "gathering the members' state for a checkpoint")
 
+    def _gather_vote_memory(self) -> None:
+        """Rank 0's vote memory gets every rank's slice of it (weights [first, end) of rank r's update)."""
+        if not self.engine.vote_memory.size:
+            return
+        counts = [end - first for first, end in self.weight_slices]
+        offsets = [first for first, _ in self.weight_slices]
+        memory, short = self.engine.vote_memory, self.mpi.INT16_T
+        if self.root:
+            request = self.comm.Igatherv(self.mpi.IN_PLACE, [memory, counts, offsets, short], root=0)
+        else:
+            first, end = self.weight_slices[self.rank]
+            request = self.comm.Igatherv([memory[first:end], short], None, root=0)
+        self._wait(request, self._slow_timeout, "gathering the vote memory for a checkpoint")
+
     def _record(self, status: str, seconds: float, steps_done: int) -> None:
         """Rank 0 logs the mean exchange wait and writes the results row."""
         if self.root:
@@ -440,5 +528,9 @@ class DistributedTrainer(Trainer):
                 mean_us = 1e6 * float(np.mean(self.exchange_seconds))
                 self.log.write(f"distributed: mean exchange wait {mean_us:.0f} us over {len(self.exchange_seconds)} "
                                "steps")
+            if self.moves_seconds:
+                mean_us = 1e6 * float(np.mean(self.moves_seconds))
+                self.log.write(f"distributed: sliced update, mean wait for the moves {mean_us:.0f} us over "
+                               f"{len(self.moves_seconds)} steps")
             super()._record(status, seconds, steps_done)
 

@@ -55,6 +55,11 @@ class StepResult:
         return float(self.member_loss_q16.mean()) / LOSS_SCALE / self.tokens_per_member
 
 
+def packed_moves_size(weights: int) -> int:
+    """Bytes of the moves of ``weights`` weights, two bits each (egg_apply_update_tasks)."""
+    return (weights + 3) // 4
+
+
 def kernel_name() -> str:
     return ffi.string(lib.egg_kernel_name()).decode()
 
@@ -156,6 +161,11 @@ class Engine:
         self.vote_memory[:] = saved[self.state.size : memory_end].view("<i2")
         self.weight_average[:] = saved[memory_end:].view("<i4")
 
+    def advance_weight_average(self, step: int) -> None:
+        """Advance the weight average after step ``step``'s weights are final: needed only after
+        :meth:`apply_update_tasks` and :meth:`apply_moves` (the whole-step updates do it themselves)."""
+        lib.egg_advance_weight_average(self._model, step)
+
     def averaged_weights(self) -> np.ndarray:
         """The weights evaluation, sampling and export use: the weight average rounded to int8 when the
         configuration keeps one (``weight_average``), else a copy of the weights."""
@@ -250,6 +260,45 @@ class Engine:
         _check(lib.egg_apply_update(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
                                     _i64(losses), _i8(fitness), moved))
         return StepResult(losses, fitness, int(moved[0]), cfg.seq_len)
+
+    def update_tasks(self) -> int:
+        """How many tasks the update has (row blocks of every tensor, in weight order)."""
+        return int(lib.egg_update_tasks(self._model))
+
+    def update_task_weights(self, t0: int, t1: int) -> tuple[int, int]:
+        """The contiguous weights [first, end) that update tasks [t0, t1) change."""
+        first, end = ffi.new("int64_t *"), ffi.new("int64_t *")
+        _check(lib.egg_update_task_weights(self._model, t0, t1, first, end))
+        return int(first[0]), int(end[0])
+
+    def apply_update_tasks(self, run_seed: int, step: int, windows: np.ndarray, member_loss_q16: np.ndarray,
+                           t0: int, t1: int) -> tuple[StepResult, np.ndarray]:
+        """:meth:`apply_update` for update tasks [t0, t1) only: it changes only their weights (and vote memory).
+        Returns the result (``moved`` counts this slice) and the slice's moves, packed two bits per weight of
+        :meth:`update_task_weights` (the format of egg_apply_update_tasks in csrc/egg.h) for :meth:`apply_moves`."""
+        cfg = self.config
+        losses = np.ascontiguousarray(member_loss_q16, dtype=np.int64)
+        if losses.shape != (cfg.population,):
+            raise ValueError(f"member losses must be ({cfg.population},), got {losses.shape}")
+        first, end = self.update_task_weights(t0, t1)
+        moves = np.zeros(packed_moves_size(end - first) + 1, dtype=np.uint8)  # + 1: cffi wants a non-empty buffer
+        fitness = np.zeros(cfg.pairs, dtype=np.int8)
+        moved = ffi.new("int64_t *")
+        _check(lib.egg_apply_update_tasks(self._model, run_seed & (2**64 - 1), step, _u8(self._windows(windows)),
+                                          _i64(losses), t0, t1, _u8(moves), _i8(fitness), moved))
+        return StepResult(losses, fitness, int(moved[0]), cfg.seq_len), moves[:-1]
+
+    def apply_moves(self, first: int, end: int, moves: np.ndarray) -> int:
+        """Apply another process's packed moves (from :meth:`apply_update_tasks`) to weights [first, end);
+        returns how many weights they change."""
+        if moves.size != packed_moves_size(end - first):
+            raise ValueError(f"{end - first} weights take {packed_moves_size(end - first)} bytes of moves, "
+                             f"got {moves.size}")
+        packed = np.zeros(moves.size + 1, dtype=np.uint8)  # + 1: cffi wants a non-empty buffer
+        packed[:-1] = moves
+        moved = ffi.new("int64_t *")
+        _check(lib.egg_apply_moves(self._model, first, end - first, _u8(packed), moved))
+        return int(moved[0])
 
 
 def inference_engine(config: ModelConfig, weights: np.ndarray, training_state: np.ndarray, threads: int = 1) -> Engine:

@@ -74,6 +74,8 @@ class TrainSettings:
     quiet: bool = False
     #: auto: MPI when started by an MPI launcher with more than one process; off; mpi (see distributed.py).
     distributed: str = "auto"
+    #: With more than one MPI rank: sliced (each rank updates a slice of the weights) or replicated.
+    mpi_update: str = "sliced"
 
 
 class StopRequest:

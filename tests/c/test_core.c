@@ -1,6 +1,7 @@
 /* The whole core on a tiny model: forward, eval and two training steps, hashed. Every kernel,
  * thread count and schedule, and the steps split into shares of pairs (egg_evaluate_pairs over
- * shares, then egg_apply_update: how MPI ranks run them) must give the same hash, and so must every
+ * shares, then egg_apply_update, or the update in slices of its tasks: how MPI ranks run them) must give
+ * the same hash, and so must every
  * platform: the script compares this program's output on x86_64 with the arm64 one (checkpoints are
  * portable), and tests/test_native_c.py runs it natively and on the installed Python core. */
 #include <stdio.h>
@@ -49,6 +50,48 @@ static const char TEXT[] =
         }                                                                                 \
     } while (0)
 
+/* The update in three slices of its tasks, as three ranks of a sliced update apply them: each slice's
+ * reported moves must be exactly what changed in its weights, and nothing outside them may change. */
+static int64_t sliced_update(egg_model *m, int64_t step, const uint8_t *windows, const int64_t *member_loss,
+                             int8_t *fitness) {
+    const int64_t tasks = egg_update_tasks(m), size = egg_weights_size(m);
+    const int64_t bounds[4] = {0, tasks / 3, tasks - tasks / 4, tasks};
+    int8_t *before = malloc((size_t)size);
+    uint8_t *moves = malloc((size_t)size / 4 + 1);
+    int64_t total = 0;
+    for (int s = 0; s < 3; s++) {
+        int64_t first, end, moved;
+        CHECK(egg_update_task_weights(m, bounds[s], bounds[s + 1], &first, &end));
+        memcpy(before, egg_weights(m), (size_t)size);
+        CHECK(egg_apply_update_tasks(m, 42, step, windows, member_loss, bounds[s], bounds[s + 1], moves, fitness,
+                                     &moved));
+        int64_t changed = 0, applied = 0;
+        for (int64_t i = 0; i < size; i++) {
+            const int inside = i >= first && i < end, delta = egg_weights(m)[i] - before[i];
+            if (delta < -1 || delta > 1 || (!inside && delta)) {
+                fprintf(stderr, "slice %d: weight %lld changed by %d\n", s, (long long)i, delta);
+                exit(1);
+            }
+            changed += delta != 0;
+        }
+        /* The packed moves, applied to the weights before, give the weights after (as on another rank). */
+        int8_t *after = malloc((size_t)size);
+        memcpy(after, egg_weights(m), (size_t)size);
+        memcpy(egg_weights(m), before, (size_t)size);
+        CHECK(egg_apply_moves(m, first, end - first, moves, &applied));
+        if (memcmp(after, egg_weights(m), (size_t)size) || changed != moved || applied != moved) {
+            fprintf(stderr, "slice %d: %lld weights changed, %lld reported, %lld applied from the moves\n", s,
+                    (long long)changed, (long long)moved, (long long)applied);
+            exit(1);
+        }
+        free(after);
+        total += moved;
+    }
+    free(before);
+    free(moves);
+    return total;
+}
+
 static uint64_t run(int32_t threads, int32_t batched, int32_t split, int64_t *moved_total) {
     egg_model *m = egg_create(&CONFIG);
     if (!m) {
@@ -81,7 +124,8 @@ static uint64_t run(int32_t threads, int32_t batched, int32_t split, int64_t *mo
             memset(member_loss, 0x55, sizeof member_loss); /* outputs, whatever they held before */
             CHECK(egg_evaluate_pairs(m, 42, step, windows, 0, 2, member_loss));
             CHECK(egg_evaluate_pairs(m, 42, step, windows, 2, 5, member_loss + 4));
-            CHECK(egg_apply_update(m, 42, step, windows, member_loss, fitness, &moved));
+            if (split == 1) CHECK(egg_apply_update(m, 42, step, windows, member_loss, fitness, &moved));
+            else moved = sliced_update(m, step, windows, member_loss, fitness);
         } else {
             CHECK(egg_train_step(m, 42, step, windows, member_loss, fitness, &moved));
         }
@@ -108,7 +152,7 @@ int main(void) {
         const int32_t threads[] = {1, 3};
         for (int t = 0; t < 2; t++)
             for (int32_t batched = 1; batched >= 0; batched--)
-                for (int32_t split = 0; split <= 1; split++) {
+                for (int32_t split = 0; split <= 2; split++) {
                     const uint64_t h = run(threads[t], batched, split, &moved);
                     printf("kernel %-8s threads %d batched %d split %d: %016llx\n", name, threads[t], batched,
                            split, (unsigned long long)h);

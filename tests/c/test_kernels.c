@@ -234,6 +234,42 @@ static int check_kernel(const char *name) {
     return (failures != before) | check_elementwise(k) | check_peak(k);
 }
 
+/* egg_floor_div against the integer divide: every divisor near 1, powers of two, primes and the range's
+ * ends, with dividends at and around multiples of it (where a rounded quotient would cross an integer),
+ * 0 and the largest in range, and a pseudo-random sweep. */
+static int check_floor_div(void) {
+    const int64_t top = (1LL << 50) - 1;
+    const int64_t divisors[] = {1, 2, 3, 5, 7, 10, 255, 256, 257, 1023, 1907, 65521, 65536, 65537,
+                                (1LL << 31) - 1, 1LL << 39, (1LL << 49) + 1, top - 1, top};
+    int64_t checks = 0, bad = 0;
+    const size_t n_div = sizeof divisors / sizeof divisors[0];
+    for (int64_t d = 1; d <= 4096 + (int64_t)n_div; d++) {
+        const int64_t div = d <= 4096 ? d : divisors[d - 4097];
+        const double recip = 1.0 / (double)div;
+        const int64_t bases[] = {0, 1, div, 2 * div, top / div * div, (top / div - 1) * div, top, top - 1,
+                                 (1LL << 39) - 1, ((1LL << 39) - 1) / div * div};
+        for (size_t b = 0; b < sizeof bases / sizeof bases[0]; b++)
+            for (int64_t off = -2; off <= 2; off++) {
+                const int64_t n = bases[b] + off;
+                if (n < 0 || n > top) continue;
+                checks++;
+                if (egg_floor_div(n, div, recip) != n / div && bad++ < 10)
+                    fprintf(stderr, "floor_div(%lld, %lld) = %lld, not %lld\n", (long long)n, (long long)div,
+                            (long long)egg_floor_div(n, div, recip), (long long)(n / div));
+            }
+    }
+    uint64_t x = 0x243F6A8885A308D3ULL;
+    for (int i = 0; i < 1000000; i++) {
+        x = egg_mix64(x);
+        const int64_t n = (int64_t)(x >> 14), div = 1 + (int64_t)(egg_mix64(x) >> (14 + (x & 31)));
+        checks++;
+        if (egg_floor_div(n, div, 1.0 / (double)div) != n / div && bad++ < 10)
+            fprintf(stderr, "floor_div(%lld, %lld) wrong\n", (long long)n, (long long)div);
+    }
+    printf("floor_div: %lld cases: %s\n", (long long)checks, bad ? "MISMATCH" : "equal to the integer divide");
+    return bad != 0;
+}
+
 int main(void) {
     char names[256];
     snprintf(names, sizeof names, "%s", egg_available_kernels());
@@ -241,7 +277,7 @@ int main(void) {
 #if defined(__aarch64__)
     printf("neon dotprod: %d\n", egg_neon_dotprod());
 #endif
-    int bad = 0;
+    int bad = check_floor_div();
     for (char *name = strtok(names, ","); name; name = strtok(NULL, ",")) bad |= check_kernel(name);
     return bad;
 }
