@@ -395,11 +395,11 @@ def evaluate_pairs(cfg: ModelConfig, weights: np.ndarray, state: np.ndarray, run
 def apply_update(cfg: ModelConfig, weights: np.ndarray, run_seed: int, step: int, windows: np.ndarray,
                  losses: np.ndarray, memory: np.ndarray | None = None, average: np.ndarray | None = None) -> dict:
     """The update of a step from every member's loss: the fitness (which ranks each pair against all
-    pairs) and the votes, then the weight average (:func:`advance_average`, ``average`` in place).
+    pairs) and the votes, then the weight average (:func:`advance_average`, ``average`` in place when given).
     Returns the new weights, the fitness vector and the number of weights moved."""
     fit = fitness(cfg, losses)
     new_weights, moved = update(cfg, weights, step_seed(run_seed, step), step, fit, windows, memory)
-    if cfg.weight_average:
+    if cfg.weight_average and average is not None:
         advance_average(cfg, average, new_weights, step)
     return {"weights": new_weights, "losses": losses, "fitness": fit, "moved": moved}
 
