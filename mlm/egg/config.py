@@ -123,7 +123,7 @@ class ModelConfig:
     vector_z_q8: int = knob(256, 1, lib.EGG_MAX_VECTOR_Z_Q8, "vz",
                             "Threshold of norm and bias vectors as a multiple of the matrices'.", flag="--vector-z",
                             scale=Q8, legacy=256)
-    weight_average: int = knob(4, 0, lib.EGG_MAX_WEIGHT_AVERAGE, "wa",
+    weight_average: int = knob(3, 0, lib.EGG_MAX_WEIGHT_AVERAGE, "wa",
                                "Evaluate, sample and export an exponential average of the weights over about the "
                                "last 1/2^K of the steps (late moves are mostly noise); 0 = the weights themselves.",
                                legacy=0)
