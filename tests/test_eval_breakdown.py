@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPETITIVE_LINES, run_cli
-from mlm.egg.engine import Engine
+from mlm.egg.engine import inference_engine
 from mlm.egg.evaluate import EVAL_CHUNK, LOSS_SCALE
 from mlm.egg.run_dir import RunDir
 from mlm.egg.train import expected_sizes
@@ -61,8 +61,7 @@ def test_file_bits_equal_the_predictions_of_its_bytes(trained: Path) -> None:
     top = {p["name"]: p for p in json.loads(done.stdout)["breakdown"]["top_files"]}
     raw = (trained / "scored.txt").read_bytes()
     ckpt = RunDir(trained / "egg-run", expected_sizes).resolve("latest")
-    engine = Engine(ckpt.config)
-    engine.weights[:] = ckpt.weights
+    engine = inference_engine(ckpt.config, ckpt.weights, ckpt.state)  # the weight average, as eval uses
     losses, argmax = engine.eval_detail(raw, EVAL_CHUNK)
     tokens = np.frombuffer(raw, dtype=np.uint8)
     path = "examples/jsm/utils/blob.js"

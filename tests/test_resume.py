@@ -161,13 +161,23 @@ def test_damaged_latest_slot_is_skipped(workdir: Path) -> None:
     assert "resume from the latest valid slot at step 5" in out
 
 
-def test_resume_best_and_fresh(workdir: Path) -> None:
+@pytest.mark.parametrize("variable", ["MLM_RESUME_BEST", "EGG_RESUME_BEST"])
+def test_resume_best_by_environment(workdir: Path, variable: str) -> None:
+    """MLM_RESUME_BEST=1, and EGG_RESUME_BEST=1 (its alias, the reference's name), resume from the best file;
+    unset, the latest slot wins."""
+    run_cli("train", "--preset", "tiny", "--steps", "20", "--save-every", "10", "--run-dir", "K", cwd=workdir,
+            check=True)
+    best_step = json.loads(run_cli("ckpt", "show", "K/egg.ckpt.best", "--json", cwd=workdir, check=True).stdout)["step"]
+    out = run_cli("train", "--steps", "21", "--run-dir", "K", cwd=workdir, check=True,
+                  env=cli_env(**{variable: "1"})).stdout.decode()
+    assert f"resume from egg.ckpt.best at step {best_step}" in out
+    out = run_cli("train", "--steps", "22", "--run-dir", "K", cwd=workdir, check=True).stdout.decode()
+    assert "resume from the latest valid slot at step 21" in out
+
+
+def test_fresh_moves_the_old_run_aside(workdir: Path) -> None:
     run_cli("train", "--preset", "tiny", "--steps", "30", "--save-every", "10", "--run-dir", "H", cwd=workdir,
             check=True)
-    best_step = json.loads(run_cli("ckpt", "show", "H/egg.ckpt.best", "--json", cwd=workdir, check=True).stdout)["step"]
-    out = run_cli("train", "--steps", "31", "--run-dir", "H", cwd=workdir, check=True,
-                  env=cli_env(EGG_RESUME_BEST="1")).stdout.decode()
-    assert f"resume from egg.ckpt.best at step {best_step}" in out
     refused = run_cli("train", "--resume", "none", "--steps", "5", "--run-dir", "H", cwd=workdir)
     assert refused.returncode != 0 and "--fresh" in refused.stderr.decode()
     run_cli("train", "--preset", "tiny", "--resume", "none", "--fresh", "--steps", "5", "--run-dir", "H",
@@ -175,18 +185,6 @@ def test_resume_best_and_fresh(workdir: Path) -> None:
     archives = [p for p in (workdir / "H").iterdir() if p.name.startswith("old-")]
     assert archives and any((a / "egg.ckpt.best").exists() for a in archives)
     assert final_state(workdir, "H")["step"] == 5
-
-
-def test_mlm_resume_best_resumes_from_best_like_its_alias(workdir: Path) -> None:
-    """MLM_RESUME_BEST=1 is the MLM_-prefixed name of EGG_RESUME_BEST=1 (tested above); unset, latest wins."""
-    run_cli("train", "--preset", "tiny", "--steps", "20", "--save-every", "10", "--run-dir", "K", cwd=workdir,
-            check=True)
-    best_step = json.loads(run_cli("ckpt", "show", "K/egg.ckpt.best", "--json", cwd=workdir, check=True).stdout)["step"]
-    out = run_cli("train", "--steps", "21", "--run-dir", "K", cwd=workdir, check=True,
-                  env=cli_env(MLM_RESUME_BEST="1")).stdout.decode()
-    assert f"resume from egg.ckpt.best at step {best_step}" in out
-    out = run_cli("train", "--steps", "22", "--run-dir", "K", cwd=workdir, check=True).stdout.decode()
-    assert "resume from the latest valid slot at step 21" in out
 
 
 def test_resolve_start_decides_the_run_without_changing_the_settings() -> None:
