@@ -3,9 +3,9 @@
  *
  * Late in a run most weight moves are noise (docs/results.md), and an average over the recent steps
  * cancels it without another forward pass. The average's rate is 2^-s(t) with
- * s(t) = max(0, floor(log2(t + 1)) - weight_average): its horizon is about 1/2^weight_average of the
- * steps so far, so it never remembers the early weights of a long run and starts as the weights
- * themselves (s = 0) in a short one. Each weight's average is an int32 with EGG_AVERAGE_FRAC_BITS
+ * s(t) = max(0, floor(log2(t + 1)) - weight_average): its horizon 2^s is 1/2^(weight_average + 1) to
+ * 1/2^weight_average of the steps so far, so it never remembers the early weights of a long run and
+ * starts as the weights themselves (s = 0) in a short one. Each weight's average is an int32 with EGG_AVERAGE_FRAC_BITS
  * fraction bits; the training weights, which ES perturbs, never see it.
  */
 #include "egg_internal.h"
