@@ -155,21 +155,6 @@ typedef struct update_job {
     int failed;
 } update_job;
 
-/* Noise values [start, start + n) of a pair's stream for one tensor, as egg_noise_values writes them from
- * 0: the stream's whole words that cover them go to `scratch` (n + 16 bytes), the values are made in place
- * (one loop the compiler vectorises) and the returned pointer is value `start`'s. */
-static const int8_t *noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch) {
-    const int64_t w0 = start / 8, w1 = (start + n + 7) / 8;
-    uint8_t *bytes = (uint8_t *)scratch;
-    for (int64_t w = w0; w < w1; w++) { /* the compiler merges the 8 byte stores */
-        const uint64_t word = egg_stream_word(key, w);
-        for (int j = 0; j < 8; j++) bytes[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j));
-    }
-    const int mask = (1 << noise_bits) - 1;
-    for (int64_t i = 0; i < (w1 - w0) * 8; i++) scratch[i] = egg_noise_value(bytes[i], mask);
-    return scratch + (start - w0 * 8);
-}
-
 /* Swap the m-masked bytes of y with the others of x, `shift` bits apart: one round of transpose8x8. */
 #define SWAP_BLOCKS(x, y, m, shift)                                                                       \
     do {                                                                                                  \
@@ -217,8 +202,8 @@ static void transpose_noise(const update_job *job, int32_t tensor, int64_t offse
             int8_t *row = scratch + kk * stride;
             const int8_t *v =
                 job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
-                           : noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n,
-                                         job->m->cfg.noise_bits, row); /* v >= row: safe to overwrite below */
+                           : egg_noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n,
+                                             job->m->cfg.noise_bits, row); /* v >= row: safe to overwrite below */
             const int8_t f = with_sign ? job->vote_sign[k] : 1;
             if (rows_from < 0) {
                 for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(f * v[i]);

@@ -31,5 +31,9 @@ void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out);
 static inline int8_t egg_noise_value(uint8_t b, int mask) { return (int8_t)((b & mask) - ((b >> 4) & mask)); }
 /* Value i is egg_noise_value of the stream's byte i. */
 void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out);
+/* Values [start, start + n) of egg_noise_values without making those before them: the stream's whole
+ * words that cover them go to `scratch` (n + 16 bytes) and become values in place (one loop the compiler
+ * vectorises); returns the pointer to value `start`, inside scratch. */
+const int8_t *egg_noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch);
 
 #endif
