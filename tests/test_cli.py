@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,15 @@ def test_train_prints_progress_and_uses_bundled_corpus(tmp_path: Path) -> None:
     assert "bundled" in out
     assert "step 5 | loss" in out and "step 10 | loss" in out and "pop-tok/s" in out
     assert "sample step 10:" in out
+
+def test_progress_and_samples_follow_the_clock_by_default(tmp_path: Path) -> None:
+    """Hundreds of fast steps print a handful of lines, not one per few steps (PROGRESS_SECONDS, SAMPLE_SECONDS)."""
+    result = run_cli("train", "--preset", "tiny", "--steps", "300", "--run-dir", "R", cwd=tmp_path, check=True)
+    out = result.stdout.decode()
+    progress = [line for line in out.splitlines() if re.search(r"step \d+ \| loss", line)]
+    assert progress and "step 1 | loss" in progress[0]
+    assert len(progress) <= 4, out  # the first step, then one per 10 s: this run takes a few seconds
+    assert "sample step" not in out  # the first sample is due after 60 s
 
 
 def test_sample_options_change_output(workdir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,13 @@ def test_results_rows_carry_the_commit_clean_and_dirty(repo: Path) -> None:
 
 def test_outside_a_repository_commit_is_dash_and_interrupted_row(workdir: Path) -> None:
     proc = subprocess.Popen([os.sys.executable, "-m", "mlm.egg", "train", "--preset", "tiny", "--seq-len", "64",
-                             "--steps", "100000", "--run-dir", "R", "--sample-every", "0"], cwd=workdir,
+                             "--steps", "100000", "--run-dir", "R", "--sample-every", "0", "--print-every", "10"],
+                            cwd=workdir,
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = workdir / "R" / "training.log"
     while not (log.exists() and "step 10 |" in log.read_text()):
         assert proc.poll() is None
+        time.sleep(0.02)
     proc.send_signal(2)
     assert proc.wait(timeout=60) == 130
     row = rows(workdir / "results.tsv")[0]

@@ -479,7 +479,9 @@ def test_any_train_value_parses_to_runnable_settings_or_a_usage_error(option: st
     assert 0 <= s.seed < 2**64 and 1 <= s.threads <= (os.cpu_count() or 1)
     assert s.time_budget is None or (math.isfinite(s.time_budget) and s.time_budget > 0)
     assert s.steps is None or 1 <= s.steps < 2**63
-    assert s.print_every >= 1 and s.sample_every >= 0 and s.eval_every >= 0 and s.eval_bytes >= 2
+    assert s.print_every is None or s.print_every >= 1
+    assert s.sample_every is None or s.sample_every >= 0
+    assert s.eval_every >= 0 and s.eval_bytes >= 2
     assert s.save_every is None or s.save_every >= 1
     assert math.isfinite(s.save_seconds) and s.save_seconds > 0 and math.isfinite(s.cooldown)
 

@@ -15,7 +15,7 @@ import click
 from mlm import __version__
 from mlm.click_types import SEED, FiniteFloatRange
 from mlm.click_types import THREADS as THREADS_TYPE
-from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS
+from mlm.egg.cadence import PROGRESS_SECONDS, SAMPLE_SECONDS, SAVE_SECONDS
 from mlm.egg.config import KNOBS, PRESETS, flag_of, from_flag_units, in_flag_units, preset
 from mlm.egg.layout import VOCAB
 from mlm.egg.schedule import DEFAULT_COOLDOWN
@@ -98,10 +98,11 @@ NON_NEGATIVE = click.IntRange(min=0)
 @click.option("--time-budget", type=FiniteFloatRange(0, None, min_open=True),
               help=f"Stop after this many seconds of this invocation [default: {DEFAULT_TIME_BUDGET:.0f} "
                    "when --steps is not given].")
-@click.option("--print-every", type=POSITIVE, default=10, show_default=True,
-              help="Progress line interval (steps); a line also comes at least every "
-                   f"{PROGRESS_SECONDS:.0f} s, and after the first step.")
-@click.option("--sample-every", type=NON_NEGATIVE, default=50, show_default=True, help="Sample interval (0: never).")
+@click.option("--print-every", type=POSITIVE,
+              help=f"Progress line every this many steps [default: every {PROGRESS_SECONDS:.0f} s]; a line "
+                   f"also comes at least every {PROGRESS_SECONDS:.0f} s, and after the first step.")
+@click.option("--sample-every", type=NON_NEGATIVE,
+              help=f"Sample every this many steps, 0 for never [default: every {SAMPLE_SECONDS:.0f} s].")
 @click.option("--save-every", type=POSITIVE,
               help="Checkpoint every this many steps [default: by time, see --save-seconds].")
 @click.option("--save-seconds", type=FiniteFloatRange(0, None, min_open=True), default=SAVE_SECONDS,

@@ -64,8 +64,8 @@ LOCAL_SETTINGS = {"threads", "quiet", "data", "run_dir", "results"}
 #: through its proxies, and an abort that overtakes it loses the one line that says what happened.
 ABORT_GRACE = 0.5
 #: The exchange row of a rank: these control words, then its members' losses (padded to the largest share).
-SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL, SAVE_DUE = range(4)
-CONTROL_WORDS = 4
+SIGNAL, BUDGET_SPENT, COOLDOWN_TOTAL, SAVE_DUE, SAMPLE_DUE = range(5)
+CONTROL_WORDS = 5
 
 
 class DistributedRefusal(MlmError):
@@ -217,7 +217,7 @@ class DistributedTrainer(Trainer):
         self.agreed_signal: int | None = None
         self.agreed_budget_spent = False
         self.agreed_cooldown = 0
-        self.agreed_save = False
+        self.agreed_save = self.agreed_sample = False
         self.cooldown_adopted = False
         self.cooldown_basis: tuple[int, float] = (0, 0.0)
         self.pending = np.zeros(CONTROL_WORDS, dtype=np.int64)
@@ -402,8 +402,9 @@ class DistributedTrainer(Trainer):
         row = np.zeros(self.width, dtype=np.int64)
         row[CONTROL_WORDS : CONTROL_WORDS + 2 * (p1 - p0)] = self.engine.evaluate_pairs(
             self.run_seed, step, windows, p0, p1)
-        if self.root:  # checkpoints follow rank 0's clock: saving is a collective, so every rank saves together
+        if self.root:  # checkpoints and samples follow rank 0's clock; every rank saves (a collective) together
             self.pending[SAVE_DUE] = int(self.saves.due(step + 1))
+            self.pending[SAMPLE_DUE] = int(self.samples.due(step + 1))
         row[:CONTROL_WORDS] = self.pending
         table = np.empty((self.size, self.width), dtype=np.int64)
         started = time.monotonic()
@@ -420,7 +421,7 @@ class DistributedTrainer(Trainer):
                          f"every rank stops after step {step + 1}")
         self.agreed_budget_spent |= bool(table[0, BUDGET_SPENT])
         self.agreed_cooldown = int(table[0, COOLDOWN_TOTAL])
-        self.agreed_save = bool(table[0, SAVE_DUE])
+        self.agreed_save, self.agreed_sample = bool(table[0, SAVE_DUE]), bool(table[0, SAMPLE_DUE])
         if not self.sliced:
             return self.engine.apply_update(self.run_seed, step, windows, losses)
         return self._sliced_update(step, windows, losses)
@@ -455,6 +456,10 @@ class DistributedTrainer(Trainer):
     def _save_due(self, step: int) -> bool:
         """Whether rank 0 said, in the latest exchange, that a checkpoint is due (its clock decides)."""
         return self.agreed_save
+
+    def _sample_due(self, step: int) -> bool:
+        """Whether rank 0 said, in the latest exchange, that a sample is due (its clock decides)."""
+        return self.agreed_sample
 
     def _evaluate(self) -> None:
         """Rank 0 evaluates; the others only note the step."""

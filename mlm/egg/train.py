@@ -21,7 +21,7 @@ from mlm import env
 from mlm.data.corpus import Corpus
 from mlm.egg import sample as sampling
 from mlm.egg.baseline import ORDER_NAMES, cached_baselines
-from mlm.egg.cadence import PROGRESS_SECONDS, SAVE_SECONDS, Cadence
+from mlm.egg.cadence import PROGRESS_SECONDS, SAMPLE_SECONDS, SAVE_SECONDS, Cadence
 from mlm.egg.checkpoint import SCHEDULE_FIELDS, Checkpoint
 from mlm.egg.config import ModelConfig, preset
 from mlm.egg.data import WindowSampler, resolve_data
@@ -58,8 +58,10 @@ class TrainSettings:
     time_budget: float | None = None
     #: Share of the run's steps over which the threshold cools down, fixed when the run starts.
     cooldown: float = DEFAULT_COOLDOWN
-    print_every: int = 10
-    sample_every: int = 50
+    #: Progress line every this many steps; None: every PROGRESS_SECONDS.
+    print_every: int | None = None
+    #: Sample every this many steps (0: never); None: every SAMPLE_SECONDS.
+    sample_every: int | None = None
     #: Checkpoint every this many steps; None: when ``save_seconds`` have passed since the last one.
     save_every: int | None = None
     save_seconds: float = SAVE_SECONDS
@@ -194,8 +196,9 @@ class Trainer:
         self.baseline_text = ""
         self.baselines: dict[int, float] = {}
         self.rate: float | None = None
-        self.saves = Cadence(settings.save_every, None if settings.save_every else settings.save_seconds)
+        self.saves = Cadence.steps_or_clock(settings.save_every, settings.save_seconds)
         self.progress = Cadence(settings.print_every, PROGRESS_SECONDS)
+        self.samples = Cadence.steps_or_clock(settings.sample_every, SAMPLE_SECONDS)
         #: Where this invocation's training began: monotonic seconds and the step.
         self.clock_start = 0.0
         self.first_step = 0
@@ -371,8 +374,8 @@ class Trainer:
         status, code = "ok", 0
         self.started = True
         self._start_display()
-        self.saves.mark()
-        self.progress.mark()
+        for cadence in (self.saves, self.progress, self.samples):
+            cadence.mark()
         try:
             with StopRequest() as stop:
                 while not self._stopping(stop):
@@ -477,11 +480,16 @@ class Trainer:
         evaluated = self.settings.eval_every and state.step % self.settings.eval_every == 0
         if evaluated:
             self._evaluate()
-        if self.settings.sample_every and state.step % self.settings.sample_every == 0:
+        if self._sample_due(state.step):
             self._show_sample()
+            self.samples.mark()
         # An evaluation is saved at once (cheap next to it), so egg.ckpt.best holds exactly the weights it scored.
         if evaluated or self._save_due(state.step):
             self._save()
+
+    def _sample_due(self, step: int) -> bool:
+        """Is a sample due after ``step`` (by --sample-every, or by the clock)?"""
+        return self.samples.due(step)
 
     def _save_due(self, step: int) -> bool:
         """Is a checkpoint due after ``step`` (by --save-every, or by the clock)?"""
