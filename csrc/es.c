@@ -390,13 +390,30 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 }
 
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
- * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated. */
-static void embedding_energies(const update_job *job, int32_t r0, int32_t r1, int64_t *row_energy) {
-    for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
-    for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
-        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
-        const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
-        for (int32_t r = r0; r < r1; r++) row_energy[r] += present[r] ? energy : 0;
+ * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated.
+ * The voters of a stream share its window, so their f^2 are summed by stream first (stream_energy,
+ * streams values of scratch), and each stream adds its sum once to each distinct byte of its window:
+ * work in voters plus streams x seq_len, not voters x rows. */
+static void embedding_energies(const update_job *job, const uint8_t *windows, int32_t r0, int32_t r1,
+                               int64_t *stream_energy, int64_t *row_energy) {
+    const int32_t streams = job->m->cfg.streams, seq_len = job->m->cfg.seq_len;
+    int32_t last_stream[EGG_VOCAB]; /* the last stream that counted this byte */
+    for (int32_t r = 0; r < EGG_VOCAB; r++) {
+        row_energy[r] = 0;
+        last_stream[r] = -1;
+    }
+    for (int32_t s = 0; s < streams; s++) stream_energy[s] = 0;
+    for (int64_t k = 0; k < job->voters; k++)
+        stream_energy[job->voter[k] % streams] += job->vote_sign[k] * job->vote_sign[k];
+    for (int32_t s = 0; s < streams; s++) {
+        if (!stream_energy[s]) continue;
+        const uint8_t *window = windows + (int64_t)s * (seq_len + 1);
+        for (int32_t i = 0; i < seq_len; i++) {
+            const uint8_t byte = window[i];
+            if (byte < r0 || byte >= r1 || last_stream[byte] == s) continue;
+            last_stream[byte] = s;
+            row_energy[byte] += stream_energy[s];
+        }
     }
 }
 
@@ -429,7 +446,8 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
         }
     const int sparse_embedding = m->cfg.sparse_embedding_votes && r0 < r1;
     uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
-    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && !present)) goto done;
+    int64_t *stream_energy = sparse_embedding ? malloc(sizeof *stream_energy * (size_t)m->cfg.streams) : NULL;
+    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && (!present || !stream_energy))) goto done;
     if (sparse_embedding) window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
@@ -451,7 +469,7 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
                       .moved = moved,
                       .failed = 0};
     if (sparse_embedding) {
-        embedding_energies(&job, r0, r1, embedding_energy);
+        embedding_energies(&job, windows, r0, r1, stream_energy, embedding_energy);
         job.row_energy = embedding_energy;
     }
     egg_parallel_for(n_tasks, m->threads, vote_task, &job);
@@ -466,6 +484,7 @@ done:
     free(tasks);
     free(moved);
     free(present);
+    free(stream_energy);
     return rc;
 }
 
