@@ -135,6 +135,10 @@ typedef struct egg_elementwise {
  * accumulators goes to *sink so that none of the work is dead code. */
 typedef int64_t (*egg_peak_fn)(int64_t iterations, int32_t *sink);
 
+/* Stream words [w0, w1) of `key` as bytes, 8 a word, little-endian, into out; with masks != 0 (2^noise_bits - 1
+ * in every byte) their noise values instead (rng.h). egg_stream_words (rng.c) is the reference. */
+typedef void (*egg_stream_words_fn)(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out);
+
 typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
@@ -142,6 +146,7 @@ typedef struct egg_kernels {
     egg_forward_block_fn forward_block; /* the rest of the block forward, compiled for this instruction set */
     const egg_elementwise *elementwise;
     egg_peak_fn peak;
+    egg_stream_words_fn stream_words; /* the noise and random bytes of every step */
 } egg_kernels;
 
 /* The reference elementwise kernels (kernels_scalar.c), and their L1 norm of one member, which the

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 static int32_t dot_scalar(const int8_t *a, const int8_t *b, int32_t n) {
     int32_t sum = 0;
@@ -163,4 +164,5 @@ const egg_kernels egg_kernels_scalar = {.name = "scalar",
                                         .dot = dot_scalar,
                                         .forward_block = egg_forward_block_baseline,
                                         .elementwise = &egg_elementwise_scalar,
-                                        .peak = peak_scalar};
+                                        .peak = peak_scalar,
+                                        .stream_words = egg_stream_words};

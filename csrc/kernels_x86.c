@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 #define AVX2 __attribute__((target("avx2")))
 #define AVXVNNI __attribute__((target("avx2,avxvnni")))
@@ -842,22 +843,59 @@ AVX512VNNI static int64_t peak_avx512vnni(int64_t iterations, int32_t *sink) {
     return peak_vnni(dot4_avx512vnni, iterations, sink);
 }
 
+/* ---- the stream's words (egg_stream_words in rng.c) four at a time. AVX2 has no 64-bit multiply:
+ * the low 64 bits of a * b are a_lo * b_lo + ((a_hi * b_lo + a_lo * b_hi) << 32), from three 32 x 32 -> 64
+ * multiplies. */
+
+AVX2 static inline __m256i mul64_avx2(__m256i a, __m256i b, __m256i b_hi) {
+    const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b), _mm256_mul_epu32(a, b_hi));
+    return _mm256_add_epi64(_mm256_mul_epu32(a, b), _mm256_slli_epi64(cross, 32));
+}
+
+AVX2 static void stream_words_avx2(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out) {
+    const uint64_t c1 = 0xBF58476D1CE4E5B9ULL, c2 = 0x94D049BB133111EBULL; /* egg_mix64's */
+    const __m256i m1 = _mm256_set1_epi64x((int64_t)c1), m1_hi = _mm256_set1_epi64x((int64_t)(c1 >> 32));
+    const __m256i m2 = _mm256_set1_epi64x((int64_t)c2), m2_hi = _mm256_set1_epi64x((int64_t)(c2 >> 32));
+    const __m256i step = _mm256_set1_epi64x((int64_t)(4 * EGG_GOLDEN)), mask = _mm256_set1_epi64x((int64_t)masks);
+    const __m256i high = _mm256_set1_epi8((char)0x80);
+    /* Lane j: the counter of word w + j, key + EGG_GOLDEN * (w + j + 1). */
+    __m256i x = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(key + EGG_GOLDEN * (uint64_t)(w0 + 1))),
+                                 _mm256_set_epi64x((int64_t)(3 * EGG_GOLDEN), (int64_t)(2 * EGG_GOLDEN),
+                                                   (int64_t)EGG_GOLDEN, 0));
+    int64_t w = w0;
+    for (; w + 4 <= w1; w += 4) {
+        __m256i z = mul64_avx2(_mm256_xor_si256(x, _mm256_srli_epi64(x, 30)), m1, m1_hi);
+        z = mul64_avx2(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), m2, m2_hi);
+        z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+        if (masks) /* egg_noise_word: bytes never borrow, so a byte subtraction is the same */
+            z = _mm256_xor_si256(_mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(z, mask), high),
+                                                 _mm256_and_si256(_mm256_srli_epi64(z, 4), mask)),
+                                 high);
+        _mm256_storeu_si256((__m256i *)(out + (w - w0) * 8), z); /* x86 is little-endian */
+        x = _mm256_add_epi64(x, step);
+    }
+    egg_stream_words(key, w, w1, masks, out + (w - w0) * 8);
+}
+
 const egg_kernels egg_kernels_avx2 = {.name = "avx2",
                                       .gemm = gemm_avx2,
                                       .dot = dot_avx2,
                                       .forward_block = egg_forward_block_wide,
                                       .elementwise = &elementwise_avx2,
-                                      .peak = peak_avx2};
+                                      .peak = peak_avx2,
+                                      .stream_words = stream_words_avx2};
 const egg_kernels egg_kernels_avxvnni = {.name = "avxvnni",
                                          .gemm = gemm_avxvnni,
                                          .dot = dot_avxvnni,
                                          .forward_block = egg_forward_block_wide,
                                          .elementwise = &elementwise_avx2,
-                                         .peak = peak_avxvnni};
+                                         .peak = peak_avxvnni,
+                                         .stream_words = stream_words_avx2};
 const egg_kernels egg_kernels_avx512vnni = {.name = "avx512vnni",
                                             .gemm = gemm_avx512vnni,
                                             .dot = dot_avx512vnni,
                                             .forward_block = egg_forward_block_wide,
                                             .elementwise = &elementwise_avx512,
-                                            .peak = peak_avx512vnni};
+                                            .peak = peak_avx512vnni,
+                                            .stream_words = stream_words_avx2};
 #endif

@@ -1,6 +1,8 @@
 /* Counter-based random numbers: seeds, stream keys, bytes and noise values (rng.h). */
 #include "rng.h"
 
+#include "egg_internal.h"
+
 uint64_t egg_step_seed(uint64_t run_seed, int64_t step) {
     return egg_mix64(run_seed + EGG_GOLDEN * (uint64_t)(step + 1));
 }
@@ -10,31 +12,22 @@ uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream) {
 }
 
 #define BYTES_01 0x0101010101010101ULL
-#define BYTES_80 0x8080808080808080ULL
 
-/* The 8 noise values of a stream word, one a byte: (b & mask) - ((b >> 4) & mask) for each of its bytes b,
- * with 0x80 set above the minuend so that no byte borrows from the next (mask <= 15), then taken off again. */
-static inline uint64_t noise_word(uint64_t word, uint64_t masks) {
-    return (((word & masks) | BYTES_80) - ((word >> 4) & masks)) ^ BYTES_80;
-}
-
-/* The bytes of words [w0, w1), 8 a word, little-endian on every platform; with masks != 0 their
- * noise values (noise_word), in the same pass. */
-static void stream_words(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out) {
+void egg_stream_words(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out) {
     for (int64_t w = w0; w < w1; w++) {
         uint64_t word = egg_stream_word(key, w);
-        if (masks) word = noise_word(word, masks);
-        for (int j = 0; j < 8; j++) out[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j));
+        if (masks) word = egg_noise_word(word, masks);
+        for (int j = 0; j < 8; j++) out[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j)); /* one store */
     }
 }
 
 /* Words [0, count / 8) whole, then the first count % 8 bytes of the next. */
 static void stream_prefix(uint64_t key, int64_t count, uint64_t masks, uint8_t *out) {
     const int64_t w = count / 8;
-    stream_words(key, 0, w, masks, out);
+    egg_active_kernels()->stream_words(key, 0, w, masks, out);
     if (w * 8 < count) {
         uint64_t word = egg_stream_word(key, w);
-        if (masks) word = noise_word(word, masks);
+        if (masks) word = egg_noise_word(word, masks);
         for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
     }
 }
@@ -47,6 +40,7 @@ void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *o
 
 const int8_t *egg_noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch) {
     const int64_t w0 = start / 8, w1 = (start + n + 7) / 8;
-    stream_words(key, w0, w1, (uint64_t)((1 << noise_bits) - 1) * BYTES_01, (uint8_t *)scratch);
+    egg_active_kernels()->stream_words(key, w0, w1, (uint64_t)((1 << noise_bits) - 1) * BYTES_01,
+                                       (uint8_t *)scratch);
     return scratch + (start - w0 * 8);
 }

@@ -206,6 +206,27 @@ static int check_peak(const egg_kernels *k) {
     return !ok;
 }
 
+/* The kernel's stream words equal egg_stream_words (rng.c): every start mod 8, lengths across the
+ * 4-word SIMD step and its tail, raw bytes and every noise mask; bytes past the end stay untouched. */
+static int check_stream_words(const egg_kernels *k) {
+    uint8_t got[80 * 8 + 8], want[80 * 8 + 8];
+    int cases = 0, bad = 0;
+    for (uint64_t key = 0; key < 3; key++)
+        for (int64_t w0 = 0; w0 < 8; w0++)
+            for (int64_t n = 0; n <= 80; n += 1 + n / 8)
+                for (int bits = 0; bits <= EGG_MAX_NOISE_BITS; bits++, cases++) {
+                    const uint64_t masks = bits ? (uint64_t)((1 << bits) - 1) * 0x0101010101010101ULL : 0;
+                    const uint64_t seed = egg_mix64(key);
+                    memset(got, 0xA5, sizeof got);
+                    memset(want, 0xA5, sizeof want);
+                    k->stream_words(seed, w0 * 1000003, w0 * 1000003 + n, masks, got);
+                    egg_stream_words(seed, w0 * 1000003, w0 * 1000003 + n, masks, want);
+                    bad += memcmp(got, want, sizeof got) != 0;
+                }
+    printf("kernel %-8s stream words: %d cases: %s\n", k->name, cases, bad ? "MISMATCH" : "equal to scalar");
+    return bad != 0;
+}
+
 static int check_kernel(const char *name) {
     if (egg_force_kernel(name)) {
         fprintf(stderr, "%s\n", egg_last_error());
@@ -231,7 +252,7 @@ static int check_kernel(const char *name) {
     for (int32_t n = 0; n <= 300; n++, dots++) check_dot(k, n, n % 4);
     printf("kernel %-8s %d gemm shapes, %d dot lengths: %s\n", name, gemms, dots,
            failures == before ? "equal to scalar" : "MISMATCH");
-    return (failures != before) | check_elementwise(k) | check_peak(k);
+    return (failures != before) | check_elementwise(k) | check_peak(k) | check_stream_words(k);
 }
 
 /* egg_floor_div against the integer divide: every divisor near 1, powers of two, primes and the range's
