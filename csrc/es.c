@@ -491,9 +491,23 @@ done:
 /* ---- fitness: the sign of each pair's loss difference, weighted 1..levels by the rank of its
  * size among the pairs that differ (see fitness() in reference.py). */
 
-static int compare_int64(const void *a, const void *b) {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+/* Sort n values in [0, 2^63) ascending, least significant byte first, with as many passes as the largest
+ * has bytes (2 or 3 for loss differences), through `tmp` (n values): qsort's comparison callback cost
+ * more than the rest of the fitness. */
+static void radix_sort(int64_t *values, int64_t *tmp, int64_t n) {
+    int64_t all = 0;
+    for (int64_t i = 0; i < n; i++) all |= values[i];
+    int64_t *from = values, *to = tmp;
+    for (int shift = 0; shift < 64 && (all >> shift); shift += 8) {
+        int64_t start[257] = {0};
+        for (int64_t i = 0; i < n; i++) start[((from[i] >> shift) & 255) + 1]++;
+        for (int d = 0; d < 256; d++) start[d + 1] += start[d];
+        for (int64_t i = 0; i < n; i++) to[start[(from[i] >> shift) & 255]++] = from[i];
+        int64_t *sorted = to;
+        to = from;
+        from = sorted;
+    }
+    if (from != values) memcpy(values, from, sizeof *values * (size_t)n);
 }
 
 /* Number of the n sorted values strictly below x. */
@@ -509,7 +523,7 @@ static int64_t count_below(const int64_t *sorted, int64_t n, int64_t x) {
 
 static int pair_fitness(const egg_model *m, const int64_t *losses, int8_t *fitness) {
     const int64_t pairs = m->cfg.population / 2;
-    int64_t *sizes = malloc(sizeof *sizes * (size_t)pairs);
+    int64_t *sizes = malloc(sizeof *sizes * (size_t)(2 * pairs)); /* and radix_sort's scratch */
     if (!sizes) {
         egg_set_error("out of memory in the fitness");
         return -1;
@@ -519,7 +533,7 @@ static int pair_fitness(const egg_model *m, const int64_t *losses, int8_t *fitne
         const int64_t diff = losses[2 * p + 1] - losses[2 * p];
         if (diff) sizes[differing++] = diff < 0 ? -diff : diff;
     }
-    qsort(sizes, (size_t)differing, sizeof *sizes, compare_int64);
+    radix_sort(sizes, sizes + pairs, differing);
     for (int64_t p = 0; p < pairs; p++) {
         const int64_t diff = losses[2 * p + 1] - losses[2 * p];
         const int64_t level = 1 + m->cfg.fitness_levels * count_below(sizes, differing, diff < 0 ? -diff : diff) /
