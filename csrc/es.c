@@ -155,103 +155,41 @@ typedef struct update_job {
     int failed;
 } update_job;
 
-/* Swap the m-masked bytes of y with the others of x, `shift` bits apart: one round of transpose8x8. */
-#define SWAP_BLOCKS(x, y, m, shift)                                                                       \
-    do {                                                                                                  \
-        const uint64_t x_ = (x), y_ = (y);                                                                \
-        (x) = (x_ & (m)) | ((y_ & (m)) << (shift));                                                       \
-        (y) = ((x_ >> (shift)) & (m)) | (y_ & ~(m));                                                      \
-    } while (0)
-
-/* Transpose an 8 x 8 block of bytes held as 8 words (byte j of a[r], in memory order, little-endian):
- * afterwards byte r of a[j] is what byte j of a[r] was. Three rounds swap 1-, 2- and 4-byte blocks. */
-static inline void transpose8x8(uint64_t a[8]) {
-    const uint64_t m1 = 0x00FF00FF00FF00FFULL, m2 = 0x0000FFFF0000FFFFULL, m4 = 0x00000000FFFFFFFFULL;
-    SWAP_BLOCKS(a[0], a[1], m1, 8);
-    SWAP_BLOCKS(a[2], a[3], m1, 8);
-    SWAP_BLOCKS(a[4], a[5], m1, 8);
-    SWAP_BLOCKS(a[6], a[7], m1, 8);
-    SWAP_BLOCKS(a[0], a[2], m2, 16);
-    SWAP_BLOCKS(a[1], a[3], m2, 16);
-    SWAP_BLOCKS(a[4], a[6], m2, 16);
-    SWAP_BLOCKS(a[5], a[7], m2, 16);
-    SWAP_BLOCKS(a[0], a[4], m4, 32);
-    SWAP_BLOCKS(a[1], a[5], m4, 32);
-    SWAP_BLOCKS(a[2], a[6], m4, 32);
-    SWAP_BLOCKS(a[3], a[7], m4, 32);
-}
-
-#define VOTER_BLOCK 8
-
 /* Bytes of scratch transpose_noise needs for n values. */
-static size_t transpose_scratch(int32_t n) { return (size_t)VOTER_BLOCK * ((size_t)n + 16); }
-
-/* Each byte of x times f, as int8: f * v fits int8 for every noise value v (EGG_MAX_FITNESS_NOISE), so
- * it is the low byte of the product of the bytes' unsigned forms, which 16-bit lanes hold without
- * reaching the next lane (255 * 255 < 2^16). */
-static inline uint64_t scale_bytes(uint64_t x, uint8_t f) {
-    const uint64_t even = 0x00FF00FF00FF00FFULL;
-    return (((x & even) * f) & even) | (((((x >> 8) & even) * f) & even) << 8);
-}
-
-/* One block of voters' values [0, n) into out (see transpose_noise): v[kk], f[kk] and present[kk] are
- * voter k0 + kk's values, sign and window bytes; `signed_` and `masked` say whether f and present apply
- * (constants where it is called, so each use compiles to its own loop). */
-static inline void move_voter_block(const int8_t *const *v, const uint8_t *f, const uint8_t *const *present,
-                                    int block, int32_t n, int64_t voters, int64_t k0, int signed_, int masked,
-                                    int8_t *out) {
-    int32_t i = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (block == VOTER_BLOCK)
-        for (; i + 8 <= n; i += 8) {
-            uint64_t a[8];
-            for (int kk = 0; kk < 8; kk++) {
-                memcpy(&a[kk], v[kk] + i, 8);
-                if (signed_) a[kk] = scale_bytes(a[kk], f[kk]);
-                if (masked) {
-                    uint64_t bytes; /* 0 or 1 each: times 0xFF, a byte mask */
-                    memcpy(&bytes, present[kk] + i, 8);
-                    a[kk] &= bytes * 0xFF;
-                }
-            }
-            transpose8x8(a);
-            for (int ii = 0; ii < 8; ii++) memcpy(out + (i + ii) * voters + k0, &a[ii], 8);
-        }
-#endif
-    for (; i < n; i++)
-        for (int kk = 0; kk < block; kk++) {
-            const int8_t x = signed_ ? (int8_t)((int8_t)f[kk] * v[kk][i]) : v[kk][i];
-            out[i * voters + k0 + kk] = masked && !present[kk][i] ? 0 : x;
-        }
-}
+static size_t transpose_scratch(int32_t n) { return (size_t)EGG_VOTER_BLOCK * ((size_t)n + 16); }
 
 /* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k voter k's noise for tensor `tensor`
  * (offset counts from the tensor's A): rows of A (signed by fitness f) or of B (unsigned), from the
  * noise buffer or regenerated into `scratch` (transpose_scratch(n) bytes). With `rows_from` >= 0
  * (embedding rows rows_from..), a voter whose window does not contain byte rows_from + i contributes 0
- * to that row. Blocks of 8 voters, read 8 values at a time, signed and masked in 64-bit words, and
- * moved 8 x 8 bytes at a time. */
+ * to that row. Blocks of 8 voters through the kernel's voter_rows; a last, smaller block byte by byte. */
 static void transpose_noise(const update_job *job, int32_t tensor, int64_t offset, int32_t n, int with_sign,
                             int32_t rows_from, int8_t *scratch, int8_t *out) {
     const egg_tensor *t = &job->m->tensors[tensor];
+    const egg_voter_rows_fn voter_rows = egg_active_kernels()->voter_rows;
     const int64_t stride = (int64_t)n + 16, voters = job->voters;
-    for (int64_t k0 = 0; k0 < voters; k0 += VOTER_BLOCK) {
-        const int block = voters - k0 < VOTER_BLOCK ? (int)(voters - k0) : VOTER_BLOCK;
-        const int8_t *v[VOTER_BLOCK];
-        const uint8_t *present[VOTER_BLOCK] = {0};
-        uint8_t f[VOTER_BLOCK];
-        for (int kk = 0; kk < VOTER_BLOCK && kk < block; kk++) { /* (the first bound for the compiler) */
+    for (int64_t k0 = 0; k0 < voters; k0 += EGG_VOTER_BLOCK) {
+        const int block = voters - k0 < EGG_VOTER_BLOCK ? (int)(voters - k0) : EGG_VOTER_BLOCK;
+        const int8_t *v[EGG_VOTER_BLOCK];
+        const uint8_t *present[EGG_VOTER_BLOCK];
+        int8_t f[EGG_VOTER_BLOCK];
+        for (int kk = 0; kk < EGG_VOTER_BLOCK && kk < block; kk++) { /* (the first bound for the compiler) */
             const int64_t k = k0 + kk;
             v[kk] = job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
                                : egg_noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset,
                                                  n, job->m->cfg.noise_bits, scratch + kk * stride);
-            f[kk] = (uint8_t)(with_sign ? job->vote_sign[k] : 1);
-            if (rows_from >= 0)
-                present[kk] = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
+            f[kk] = with_sign ? job->vote_sign[k] : 1;
+            present[kk] = rows_from >= 0
+                              ? job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from
+                              : NULL;
         }
-        if (rows_from >= 0) move_voter_block(v, f, present, block, n, voters, k0, with_sign, 1, out);
-        else if (with_sign) move_voter_block(v, f, present, block, n, voters, k0, 1, 0, out);
-        else move_voter_block(v, f, present, block, n, voters, k0, 0, 0, out);
+        if (block == EGG_VOTER_BLOCK) {
+            voter_rows(v, with_sign ? f : NULL, rows_from >= 0 ? present : NULL, n, voters, out + k0);
+            continue;
+        }
+        for (int32_t i = 0; i < n; i++)
+            for (int kk = 0; kk < block; kk++)
+                out[i * voters + k0 + kk] = present[kk] && !present[kk][i] ? 0 : (int8_t)(f[kk] * v[kk][i]);
     }
 }
 

@@ -459,7 +459,8 @@ const egg_kernels egg_kernels_neon = {.name = "neon",
                                       .forward_block = egg_forward_block_wide,
                                       .elementwise = &elementwise_neon,
                                       .peak = PEAK_NEON,
-                                      .stream_words = egg_stream_words};
+                                      .stream_words = egg_stream_words,
+                                      .voter_rows = egg_voter_rows_scalar};
 
 #else
 int32_t egg_neon_dotprod(void) { return 0; }
