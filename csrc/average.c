@@ -16,16 +16,35 @@ static int32_t average_shift(const egg_config *c, int64_t step) {
     return log2_steps > c->weight_average ? log2_steps - c->weight_average : 0;
 }
 
+typedef struct average_job {
+    egg_model *m;
+    int32_t shift;
+    int64_t half;
+} average_job;
+
+/* Weights per task of the average's pass: a few tasks at the `small` sizes, so that the pass, which every
+ * step makes over all weights, does not run on one thread while the others wait. */
+#define AVERAGE_CHUNK 16384
+
+static void average_task(void *ctx, int64_t chunk) {
+    const average_job *job = ctx;
+    egg_model *m = job->m;
+    const int32_t s = job->shift;
+    const int64_t half = job->half, first = chunk * AVERAGE_CHUNK;
+    const int64_t end = first + AVERAGE_CHUNK < m->n_weights ? first + AVERAGE_CHUNK : m->n_weights;
+    for (int64_t i = first; i < end; i++) {
+        const int64_t target = (int64_t)m->weights[i] * (1 << EGG_AVERAGE_FRAC_BITS);
+        m->weight_average[i] += (int32_t)((target - m->weight_average[i] + half) >> s);
+    }
+}
+
 /* avg += floor((w - avg) / 2^s + 1/2) (an arithmetic shift): it stays between avg and w, so within
  * [-127, 127] weights; s = 0 copies the weights. */
 void egg_advance_weight_average(egg_model *m, int64_t step) {
     if (!m->weight_average) return;
     const int32_t s = average_shift(&m->cfg, step);
-    const int64_t half = s ? (int64_t)1 << (s - 1) : 0;
-    for (int64_t i = 0; i < m->n_weights; i++) {
-        const int64_t target = (int64_t)m->weights[i] * (1 << EGG_AVERAGE_FRAC_BITS);
-        m->weight_average[i] += (int32_t)((target - m->weight_average[i] + half) >> s);
-    }
+    average_job job = {m, s, s ? (int64_t)1 << (s - 1) : 0};
+    egg_parallel_for((m->n_weights + AVERAGE_CHUNK - 1) / AVERAGE_CHUNK, m->threads, average_task, &job);
 }
 
 /* The average to the nearest int8 weight, ties away from zero; the weights themselves without one. */

@@ -135,6 +135,20 @@ typedef struct egg_elementwise {
  * accumulators goes to *sink so that none of the work is dead code. */
 typedef int64_t (*egg_peak_fn)(int64_t iterations, int32_t *sink);
 
+/* Stream words [w0, w1) of `key` as bytes, 8 a word, little-endian, into out; with masks != 0 (2^noise_bits - 1
+ * in every byte) their noise values instead (rng.h). egg_stream_words (rng.c) is the reference. */
+typedef void (*egg_stream_words_fn)(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out);
+
+/* The update's vote GEMM (es.c) wants its voters' noise voter-minor: out[i * ld + k] = f[k] * v[k][i] for the
+ * EGG_VOTER_BLOCK voters k and i < n, or 0 where present != NULL and present[k][i] == 0 (a voter whose window
+ * lacks an embedding row's byte); f NULL: every f[k] is 1. Every f[k] * v[k][i] fits int8
+ * (EGG_MAX_FITNESS_NOISE). egg_voter_rows_scalar (kernels_scalar.c) is the reference. */
+#define EGG_VOTER_BLOCK 8
+typedef void (*egg_voter_rows_fn)(const int8_t *const *v, const int8_t *f, const uint8_t *const *present, int32_t n,
+                                  int64_t ld, int8_t *out);
+void egg_voter_rows_scalar(const int8_t *const *v, const int8_t *f, const uint8_t *const *present, int32_t n,
+                           int64_t ld, int8_t *out);
+
 typedef struct egg_kernels {
     const char *name;
     egg_gemm_fn gemm;
@@ -142,6 +156,8 @@ typedef struct egg_kernels {
     egg_forward_block_fn forward_block; /* the rest of the block forward, compiled for this instruction set */
     const egg_elementwise *elementwise;
     egg_peak_fn peak;
+    egg_stream_words_fn stream_words; /* the noise and random bytes of every step */
+    egg_voter_rows_fn voter_rows;      /* the update's transposes */
 } egg_kernels;
 
 /* The reference elementwise kernels (kernels_scalar.c), and their L1 norm of one member, which the

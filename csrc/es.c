@@ -155,75 +155,41 @@ typedef struct update_job {
     int failed;
 } update_job;
 
-/* Swap the m-masked bytes of y with the others of x, `shift` bits apart: one round of transpose8x8. */
-#define SWAP_BLOCKS(x, y, m, shift)                                                                       \
-    do {                                                                                                  \
-        const uint64_t x_ = (x), y_ = (y);                                                                \
-        (x) = (x_ & (m)) | ((y_ & (m)) << (shift));                                                       \
-        (y) = ((x_ >> (shift)) & (m)) | (y_ & ~(m));                                                      \
-    } while (0)
-
-/* Transpose an 8 x 8 block of bytes held as 8 words (byte j of a[r], in memory order, little-endian):
- * afterwards byte r of a[j] is what byte j of a[r] was. Three rounds swap 1-, 2- and 4-byte blocks. */
-static inline void transpose8x8(uint64_t a[8]) {
-    const uint64_t m1 = 0x00FF00FF00FF00FFULL, m2 = 0x0000FFFF0000FFFFULL, m4 = 0x00000000FFFFFFFFULL;
-    SWAP_BLOCKS(a[0], a[1], m1, 8);
-    SWAP_BLOCKS(a[2], a[3], m1, 8);
-    SWAP_BLOCKS(a[4], a[5], m1, 8);
-    SWAP_BLOCKS(a[6], a[7], m1, 8);
-    SWAP_BLOCKS(a[0], a[2], m2, 16);
-    SWAP_BLOCKS(a[1], a[3], m2, 16);
-    SWAP_BLOCKS(a[4], a[6], m2, 16);
-    SWAP_BLOCKS(a[5], a[7], m2, 16);
-    SWAP_BLOCKS(a[0], a[4], m4, 32);
-    SWAP_BLOCKS(a[1], a[5], m4, 32);
-    SWAP_BLOCKS(a[2], a[6], m4, 32);
-    SWAP_BLOCKS(a[3], a[7], m4, 32);
-}
-
-#define VOTER_BLOCK 8
-
 /* Bytes of scratch transpose_noise needs for n values. */
-static size_t transpose_scratch(int32_t n) { return (size_t)VOTER_BLOCK * ((size_t)n + 16); }
+static size_t transpose_scratch(int32_t n) { return (size_t)EGG_VOTER_BLOCK * ((size_t)n + 16); }
 
 /* out[i * voters + k] = f_k * v_k[offset + i] for i < n, v_k voter k's noise for tensor `tensor`
  * (offset counts from the tensor's A): rows of A (signed by fitness f) or of B (unsigned), from the
- * noise buffer or regenerated. With `rows_from` >= 0 (embedding rows rows_from..), a voter whose window
- * does not contain byte rows_from + i contributes 0 to that row. Blocks of 8 voters: their rows are made
- * contiguously in `scratch` (transpose_scratch(n) bytes), then moved 8 x 8 bytes at a time. */
+ * noise buffer or regenerated into `scratch` (transpose_scratch(n) bytes). With `rows_from` >= 0
+ * (embedding rows rows_from..), a voter whose window does not contain byte rows_from + i contributes 0
+ * to that row. Blocks of 8 voters through the kernel's voter_rows; a last, smaller block byte by byte. */
 static void transpose_noise(const update_job *job, int32_t tensor, int64_t offset, int32_t n, int with_sign,
                             int32_t rows_from, int8_t *scratch, int8_t *out) {
     const egg_tensor *t = &job->m->tensors[tensor];
+    const egg_voter_rows_fn voter_rows = egg_active_kernels()->voter_rows;
     const int64_t stride = (int64_t)n + 16, voters = job->voters;
-    for (int64_t k0 = 0; k0 < voters; k0 += VOTER_BLOCK) {
-        const int block = voters - k0 < VOTER_BLOCK ? (int)(voters - k0) : VOTER_BLOCK;
-        for (int kk = 0; kk < block; kk++) {
+    for (int64_t k0 = 0; k0 < voters; k0 += EGG_VOTER_BLOCK) {
+        const int block = voters - k0 < EGG_VOTER_BLOCK ? (int)(voters - k0) : EGG_VOTER_BLOCK;
+        const int8_t *v[EGG_VOTER_BLOCK];
+        const uint8_t *present[EGG_VOTER_BLOCK];
+        int8_t f[EGG_VOTER_BLOCK];
+        for (int kk = 0; kk < EGG_VOTER_BLOCK && kk < block; kk++) { /* (the first bound for the compiler) */
             const int64_t k = k0 + kk;
-            int8_t *row = scratch + kk * stride;
-            const int8_t *v =
-                job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
-                           : egg_noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset, n,
-                                             job->m->cfg.noise_bits, row); /* v >= row: safe to overwrite below */
-            const int8_t f = with_sign ? job->vote_sign[k] : 1;
-            if (rows_from < 0) {
-                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(f * v[i]);
-            } else {
-                const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from;
-                for (int32_t i = 0; i < n; i++) row[i] = (int8_t)(present[i] ? f * v[i] : 0);
-            }
+            v[kk] = job->noise ? job->noise + job->voter[k] * job->m->noise_len + t->noise_off + offset
+                               : egg_noise_range(egg_stream_key(job->seed, tensor, (uint64_t)job->voter[k]), offset,
+                                                 n, job->m->cfg.noise_bits, scratch + kk * stride);
+            f[kk] = with_sign ? job->vote_sign[k] : 1;
+            present[kk] = rows_from >= 0
+                              ? job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB + rows_from
+                              : NULL;
         }
-        int32_t i = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        if (block == VOTER_BLOCK)
-            for (; i + 8 <= n; i += 8) {
-                uint64_t a[8];
-                for (int kk = 0; kk < 8; kk++) memcpy(&a[kk], scratch + kk * stride + i, 8);
-                transpose8x8(a);
-                for (int ii = 0; ii < 8; ii++) memcpy(out + (i + ii) * voters + k0, &a[ii], 8);
-            }
-#endif
-        for (; i < n; i++)
-            for (int kk = 0; kk < block; kk++) out[i * voters + k0 + kk] = scratch[kk * stride + i];
+        if (block == EGG_VOTER_BLOCK) {
+            voter_rows(v, with_sign ? f : NULL, rows_from >= 0 ? present : NULL, n, voters, out + k0);
+            continue;
+        }
+        for (int32_t i = 0; i < n; i++)
+            for (int kk = 0; kk < block; kk++)
+                out[i * voters + k0 + kk] = present[kk] && !present[kk][i] ? 0 : (int8_t)(f[kk] * v[kk][i]);
     }
 }
 
@@ -362,13 +328,30 @@ static void window_bytes(const egg_model *m, const uint8_t *windows, uint8_t *pr
 }
 
 /* An embedding row only affects the loss of pairs whose window contains its byte, so only
- * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated. */
-static void embedding_energies(const update_job *job, int32_t r0, int32_t r1, int64_t *row_energy) {
-    for (int32_t r = 0; r < EGG_VOCAB; r++) row_energy[r] = 0;
-    for (int64_t k = 0; k < job->voters; k++) { /* voter by voter: one modulo each, not one per row */
-        const uint8_t *present = job->present + (job->voter[k] % job->m->cfg.streams) * EGG_VOCAB;
-        const int64_t energy = job->vote_sign[k] * job->vote_sign[k];
-        for (int32_t r = r0; r < r1; r++) row_energy[r] += present[r] ? energy : 0;
+ * those pairs vote on it: its energy is the sum of their f^2. Rows [r0, r1), the ones being updated.
+ * The voters of a stream share its window, so their f^2 are summed by stream first (stream_energy,
+ * streams values of scratch), and each stream adds its sum once to each distinct byte of its window:
+ * work in voters plus streams x seq_len, not voters x rows. */
+static void embedding_energies(const update_job *job, const uint8_t *windows, int32_t r0, int32_t r1,
+                               int64_t *stream_energy, int64_t *row_energy) {
+    const int32_t streams = job->m->cfg.streams, seq_len = job->m->cfg.seq_len;
+    int32_t last_stream[EGG_VOCAB]; /* the last stream that counted this byte */
+    for (int32_t r = 0; r < EGG_VOCAB; r++) {
+        row_energy[r] = 0;
+        last_stream[r] = -1;
+    }
+    for (int32_t s = 0; s < streams; s++) stream_energy[s] = 0;
+    for (int64_t k = 0; k < job->voters; k++)
+        stream_energy[job->voter[k] % streams] += job->vote_sign[k] * job->vote_sign[k];
+    for (int32_t s = 0; s < streams; s++) {
+        if (!stream_energy[s]) continue;
+        const uint8_t *window = windows + (int64_t)s * (seq_len + 1);
+        for (int32_t i = 0; i < seq_len; i++) {
+            const uint8_t byte = window[i];
+            if (byte < r0 || byte >= r1 || last_stream[byte] == s) continue;
+            last_stream[byte] = s;
+            row_energy[byte] += stream_energy[s];
+        }
     }
 }
 
@@ -401,7 +384,8 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
         }
     const int sparse_embedding = m->cfg.sparse_embedding_votes && r0 < r1;
     uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
-    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && !present)) goto done;
+    int64_t *stream_energy = sparse_embedding ? malloc(sizeof *stream_energy * (size_t)m->cfg.streams) : NULL;
+    if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && (!present || !stream_energy))) goto done;
     if (sparse_embedding) window_bytes(m, windows, present);
     for (int64_t p = 0, k = 0; p < pairs; p++)
         if (fitness[p]) {
@@ -423,7 +407,7 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
                       .moved = moved,
                       .failed = 0};
     if (sparse_embedding) {
-        embedding_energies(&job, r0, r1, embedding_energy);
+        embedding_energies(&job, windows, r0, r1, stream_energy, embedding_energy);
         job.row_energy = embedding_energy;
     }
     egg_parallel_for(n_tasks, m->threads, vote_task, &job);
@@ -438,15 +422,30 @@ done:
     free(tasks);
     free(moved);
     free(present);
+    free(stream_energy);
     return rc;
 }
 
 /* ---- fitness: the sign of each pair's loss difference, weighted 1..levels by the rank of its
  * size among the pairs that differ (see fitness() in reference.py). */
 
-static int compare_int64(const void *a, const void *b) {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+/* Sort n values in [0, 2^63) ascending, least significant byte first, with as many passes as the largest
+ * has bytes (2 or 3 for loss differences), through `tmp` (n values): qsort's comparison callback cost
+ * more than the rest of the fitness. */
+static void radix_sort(int64_t *values, int64_t *tmp, int64_t n) {
+    int64_t all = 0;
+    for (int64_t i = 0; i < n; i++) all |= values[i];
+    int64_t *from = values, *to = tmp;
+    for (int shift = 0; shift < 64 && (all >> shift); shift += 8) {
+        int64_t start[257] = {0};
+        for (int64_t i = 0; i < n; i++) start[((from[i] >> shift) & 255) + 1]++;
+        for (int d = 0; d < 256; d++) start[d + 1] += start[d];
+        for (int64_t i = 0; i < n; i++) to[start[(from[i] >> shift) & 255]++] = from[i];
+        int64_t *sorted = to;
+        to = from;
+        from = sorted;
+    }
+    if (from != values) memcpy(values, from, sizeof *values * (size_t)n);
 }
 
 /* Number of the n sorted values strictly below x. */
@@ -462,7 +461,7 @@ static int64_t count_below(const int64_t *sorted, int64_t n, int64_t x) {
 
 static int pair_fitness(const egg_model *m, const int64_t *losses, int8_t *fitness) {
     const int64_t pairs = m->cfg.population / 2;
-    int64_t *sizes = malloc(sizeof *sizes * (size_t)pairs);
+    int64_t *sizes = malloc(sizeof *sizes * (size_t)(2 * pairs)); /* and radix_sort's scratch */
     if (!sizes) {
         egg_set_error("out of memory in the fitness");
         return -1;
@@ -472,7 +471,7 @@ static int pair_fitness(const egg_model *m, const int64_t *losses, int8_t *fitne
         const int64_t diff = losses[2 * p + 1] - losses[2 * p];
         if (diff) sizes[differing++] = diff < 0 ? -diff : diff;
     }
-    qsort(sizes, (size_t)differing, sizeof *sizes, compare_int64);
+    radix_sort(sizes, sizes + pairs, differing);
     for (int64_t p = 0; p < pairs; p++) {
         const int64_t diff = losses[2 * p + 1] - losses[2 * p];
         const int64_t level = 1 + m->cfg.fitness_levels * count_below(sizes, differing, diff < 0 ? -diff : diff) /

@@ -82,10 +82,10 @@ static void workspace_free(workspace *w) {
 
 /* Norm weights and biases with each member's perturbation applied, once per block. */
 static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vectors) {
-    for (int32_t i = 0; i < b->members; i++) {
-        for (int32_t t = 0; t < m->n_tensors; t++) {
-            const egg_tensor *ten = &m->tensors[t];
-            if (ten->vec_off < 0) continue;
+    for (int32_t t = 0; t < m->n_tensors; t++) {
+        const egg_tensor *ten = &m->tensors[t];
+        if (ten->vec_off < 0) continue;
+        for (int32_t i = 0; i < b->members; i++) {
             const int8_t *w = m->weights + ten->offset;
             int8_t *out = vectors + (int64_t)i * m->vec_len + ten->vec_off;
             if (!b->signs[i]) {

@@ -11,6 +11,7 @@
  * Every path adds the same integer products, so all equal the scalar kernel bit for bit.
  */
 #include "egg_internal.h"
+#include "rng.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -457,7 +458,9 @@ const egg_kernels egg_kernels_neon = {.name = "neon",
                                       .dot = DOT_NEON,
                                       .forward_block = egg_forward_block_wide,
                                       .elementwise = &elementwise_neon,
-                                      .peak = PEAK_NEON};
+                                      .peak = PEAK_NEON,
+                                      .stream_words = egg_stream_words,
+                                      .voter_rows = egg_voter_rows_scalar};
 
 #else
 int32_t egg_neon_dotprod(void) { return 0; }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 static int32_t dot_scalar(const int8_t *a, const int8_t *b, int32_t n) {
     int32_t sum = 0;
@@ -158,9 +159,81 @@ static int64_t peak_scalar(int64_t iterations, int32_t *sink) {
     return iterations * 64 * 256;
 }
 
+/* ---- the update's transposes (egg_voter_rows_fn): 8 voters x 8 values at a time in 64-bit words */
+
+/* Swap the m-masked bytes of y with the others of x, `shift` bits apart: one round of transpose8x8. */
+#define SWAP_BLOCKS(x, y, m, shift)                                                                       \
+    do {                                                                                                  \
+        const uint64_t x_ = (x), y_ = (y);                                                                \
+        (x) = (x_ & (m)) | ((y_ & (m)) << (shift));                                                       \
+        (y) = ((x_ >> (shift)) & (m)) | (y_ & ~(m));                                                      \
+    } while (0)
+
+/* Transpose an 8 x 8 block of bytes held as 8 words (byte j of a[r], in memory order, little-endian):
+ * afterwards byte r of a[j] is what byte j of a[r] was. Three rounds swap 1-, 2- and 4-byte blocks. */
+static inline void transpose8x8(uint64_t a[8]) {
+    const uint64_t m1 = 0x00FF00FF00FF00FFULL, m2 = 0x0000FFFF0000FFFFULL, m4 = 0x00000000FFFFFFFFULL;
+    SWAP_BLOCKS(a[0], a[1], m1, 8);
+    SWAP_BLOCKS(a[2], a[3], m1, 8);
+    SWAP_BLOCKS(a[4], a[5], m1, 8);
+    SWAP_BLOCKS(a[6], a[7], m1, 8);
+    SWAP_BLOCKS(a[0], a[2], m2, 16);
+    SWAP_BLOCKS(a[1], a[3], m2, 16);
+    SWAP_BLOCKS(a[4], a[6], m2, 16);
+    SWAP_BLOCKS(a[5], a[7], m2, 16);
+    SWAP_BLOCKS(a[0], a[4], m4, 32);
+    SWAP_BLOCKS(a[1], a[5], m4, 32);
+    SWAP_BLOCKS(a[2], a[6], m4, 32);
+    SWAP_BLOCKS(a[3], a[7], m4, 32);
+}
+
+/* Each byte of x times f, as int8: the products fit int8, so each is the low byte of the product of the
+ * unsigned forms, which 16-bit lanes hold without reaching the next lane (255 * 255 < 2^16). */
+static inline uint64_t scale_bytes(uint64_t x, uint8_t f) {
+    const uint64_t even = 0x00FF00FF00FF00FFULL;
+    return (((x & even) * f) & even) | (((((x >> 8) & even) * f) & even) << 8);
+}
+
+/* `signed_` and `masked` are constants where this is called, so each use compiles to its own loop. */
+static inline void voter_rows(const int8_t *const *v, const int8_t *f, const uint8_t *const *present, int32_t n,
+                              int64_t ld, int signed_, int masked, int8_t *out) {
+    int32_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; i + 8 <= n; i += 8) {
+        uint64_t a[8];
+        for (int k = 0; k < 8; k++) {
+            memcpy(&a[k], v[k] + i, 8);
+            if (signed_) a[k] = scale_bytes(a[k], (uint8_t)f[k]);
+            if (masked) {
+                uint64_t bytes; /* 0 or 1 each: times 0xFF, a byte mask */
+                memcpy(&bytes, present[k] + i, 8);
+                a[k] &= bytes * 0xFF;
+            }
+        }
+        transpose8x8(a);
+        for (int ii = 0; ii < 8; ii++) memcpy(out + (i + ii) * ld, &a[ii], 8);
+    }
+#endif
+    for (; i < n; i++)
+        for (int k = 0; k < 8; k++) {
+            const int8_t x = signed_ ? (int8_t)(f[k] * v[k][i]) : v[k][i];
+            out[i * ld + k] = masked && !present[k][i] ? 0 : x;
+        }
+}
+
+void egg_voter_rows_scalar(const int8_t *const *v, const int8_t *f, const uint8_t *const *present, int32_t n,
+                           int64_t ld, int8_t *out) {
+    _Static_assert(EGG_VOTER_BLOCK == 8, "an 8 x 8 byte transpose");
+    if (present) voter_rows(v, f, present, n, ld, f != NULL, 1, out);
+    else if (f) voter_rows(v, f, present, n, ld, 1, 0, out);
+    else voter_rows(v, f, present, n, ld, 0, 0, out);
+}
+
 const egg_kernels egg_kernels_scalar = {.name = "scalar",
                                         .gemm = gemm_scalar,
                                         .dot = dot_scalar,
                                         .forward_block = egg_forward_block_baseline,
                                         .elementwise = &egg_elementwise_scalar,
-                                        .peak = peak_scalar};
+                                        .peak = peak_scalar,
+                                        .stream_words = egg_stream_words,
+                                        .voter_rows = egg_voter_rows_scalar};

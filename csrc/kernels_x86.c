@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "egg_internal.h"
+#include "rng.h"
 
 #define AVX2 __attribute__((target("avx2")))
 #define AVXVNNI __attribute__((target("avx2,avxvnni")))
@@ -842,22 +843,119 @@ AVX512VNNI static int64_t peak_avx512vnni(int64_t iterations, int32_t *sink) {
     return peak_vnni(dot4_avx512vnni, iterations, sink);
 }
 
+/* ---- the stream's words (egg_stream_words in rng.c) four at a time. AVX2 has no 64-bit multiply:
+ * the low 64 bits of a * b are a_lo * b_lo + ((a_hi * b_lo + a_lo * b_hi) << 32), from three 32 x 32 -> 64
+ * multiplies. */
+
+AVX2 static inline __m256i mul64_avx2(__m256i a, __m256i b, __m256i b_hi) {
+    const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b), _mm256_mul_epu32(a, b_hi));
+    return _mm256_add_epi64(_mm256_mul_epu32(a, b), _mm256_slli_epi64(cross, 32));
+}
+
+AVX2 static void stream_words_avx2(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out) {
+    const uint64_t c1 = 0xBF58476D1CE4E5B9ULL, c2 = 0x94D049BB133111EBULL; /* egg_mix64's */
+    const __m256i m1 = _mm256_set1_epi64x((int64_t)c1), m1_hi = _mm256_set1_epi64x((int64_t)(c1 >> 32));
+    const __m256i m2 = _mm256_set1_epi64x((int64_t)c2), m2_hi = _mm256_set1_epi64x((int64_t)(c2 >> 32));
+    const __m256i step = _mm256_set1_epi64x((int64_t)(4 * EGG_GOLDEN)), mask = _mm256_set1_epi64x((int64_t)masks);
+    const __m256i high = _mm256_set1_epi8((char)0x80);
+    /* Lane j: the counter of word w + j, key + EGG_GOLDEN * (w + j + 1). */
+    __m256i x = _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(key + EGG_GOLDEN * (uint64_t)(w0 + 1))),
+                                 _mm256_set_epi64x((int64_t)(3 * EGG_GOLDEN), (int64_t)(2 * EGG_GOLDEN),
+                                                   (int64_t)EGG_GOLDEN, 0));
+    int64_t w = w0;
+    for (; w + 4 <= w1; w += 4) {
+        __m256i z = mul64_avx2(_mm256_xor_si256(x, _mm256_srli_epi64(x, 30)), m1, m1_hi);
+        z = mul64_avx2(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), m2, m2_hi);
+        z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+        if (masks) /* egg_noise_word: bytes never borrow, so a byte subtraction is the same */
+            z = _mm256_xor_si256(_mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(z, mask), high),
+                                                 _mm256_and_si256(_mm256_srli_epi64(z, 4), mask)),
+                                 high);
+        _mm256_storeu_si256((__m256i *)(out + (w - w0) * 8), z); /* x86 is little-endian */
+        x = _mm256_add_epi64(x, step);
+    }
+    egg_stream_words(key, w, w1, masks, out + (w - w0) * 8);
+}
+
+/* ---- the update's transposes (egg_voter_rows_fn), 8 voters x 32 values at a time: three rounds of
+ * unpacks (bytes, 16-bit pairs, 32-bit quads), within each 128-bit half, leave column j's 8 voters in one
+ * 64-bit lane; the rest of the values go to the reference. */
+
+/* Each byte of x times f (in every 16-bit lane), as int8: the products fit int8, so each is the low byte
+ * of a 16-bit product. */
+AVX2 static inline __m256i scale_bytes_avx2(__m256i x, __m256i f) {
+    const __m256i even = _mm256_and_si256(_mm256_mullo_epi16(x, f), _mm256_set1_epi16(0x00FF));
+    return _mm256_or_si256(even, _mm256_slli_epi16(_mm256_mullo_epi16(_mm256_srli_epi16(x, 8), f), 8));
+}
+
+/* Columns j and j + 1 (low half) and j + 16 and j + 17 (high half) of a transposed block, 8 bytes each. */
+AVX2 static inline void store_columns(__m256i c, int8_t *out, int64_t ld, int32_t j) {
+    const __m128i low = _mm256_castsi256_si128(c), high = _mm256_extracti128_si256(c, 1);
+    _mm_storel_epi64((__m128i *)(out + j * ld), low);
+    _mm_storeh_pd((double *)(out + (j + 1) * ld), _mm_castsi128_pd(low));
+    _mm_storel_epi64((__m128i *)(out + (j + 16) * ld), high);
+    _mm_storeh_pd((double *)(out + (j + 17) * ld), _mm_castsi128_pd(high));
+}
+
+AVX2 static void voter_rows_avx2(const int8_t *const *v, const int8_t *f, const uint8_t *const *present, int32_t n,
+                                 int64_t ld, int8_t *out) {
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i r[8], a[8], b[8];
+        for (int k = 0; k < 8; k++) {
+            r[k] = _mm256_loadu_si256((const __m256i *)(v[k] + i));
+            if (f) r[k] = scale_bytes_avx2(r[k], _mm256_set1_epi16(f[k]));
+            if (present) /* 0 or 1 each: 0 - 1 is a byte mask */
+                r[k] = _mm256_and_si256(r[k], _mm256_sub_epi8(_mm256_setzero_si256(),
+                                                              _mm256_loadu_si256((const __m256i *)(present[k] + i))));
+        }
+        for (int k = 0; k < 8; k += 2) { /* a[k], a[k + 1]: voters k, k + 1 of columns 0-7, 8-15 (+16) */
+            a[k] = _mm256_unpacklo_epi8(r[k], r[k + 1]);
+            a[k + 1] = _mm256_unpackhi_epi8(r[k], r[k + 1]);
+        }
+        for (int h = 0; h < 2; h++) { /* b[4h + q]: voters 4h..4h+3 of columns 4q..4q+3 (+16) */
+            b[4 * h] = _mm256_unpacklo_epi16(a[4 * h], a[4 * h + 2]);
+            b[4 * h + 1] = _mm256_unpackhi_epi16(a[4 * h], a[4 * h + 2]);
+            b[4 * h + 2] = _mm256_unpacklo_epi16(a[4 * h + 1], a[4 * h + 3]);
+            b[4 * h + 3] = _mm256_unpackhi_epi16(a[4 * h + 1], a[4 * h + 3]);
+        }
+        for (int q = 0; q < 4; q++) {
+            store_columns(_mm256_unpacklo_epi32(b[q], b[q + 4]), out + i * ld, ld, 4 * q);
+            store_columns(_mm256_unpackhi_epi32(b[q], b[q + 4]), out + i * ld, ld, 4 * q + 2);
+        }
+    }
+    if (i == n) return;
+    const int8_t *rest[8];
+    const uint8_t *rest_present[8];
+    for (int k = 0; k < 8; k++) {
+        rest[k] = v[k] + i;
+        rest_present[k] = present ? present[k] + i : NULL;
+    }
+    egg_voter_rows_scalar(rest, f, present ? rest_present : NULL, n - i, ld, out + i * ld);
+}
+
 const egg_kernels egg_kernels_avx2 = {.name = "avx2",
                                       .gemm = gemm_avx2,
                                       .dot = dot_avx2,
                                       .forward_block = egg_forward_block_wide,
                                       .elementwise = &elementwise_avx2,
-                                      .peak = peak_avx2};
+                                      .peak = peak_avx2,
+                                      .stream_words = stream_words_avx2,
+                                      .voter_rows = voter_rows_avx2};
 const egg_kernels egg_kernels_avxvnni = {.name = "avxvnni",
                                          .gemm = gemm_avxvnni,
                                          .dot = dot_avxvnni,
                                          .forward_block = egg_forward_block_wide,
                                          .elementwise = &elementwise_avx2,
-                                         .peak = peak_avxvnni};
+                                         .peak = peak_avxvnni,
+                                         .stream_words = stream_words_avx2,
+                                         .voter_rows = voter_rows_avx2};
 const egg_kernels egg_kernels_avx512vnni = {.name = "avx512vnni",
                                             .gemm = gemm_avx512vnni,
                                             .dot = dot_avx512vnni,
                                             .forward_block = egg_forward_block_wide,
                                             .elementwise = &elementwise_avx512,
-                                            .peak = peak_avx512vnni};
+                                            .peak = peak_avx512vnni,
+                                            .stream_words = stream_words_avx2,
+                                            .voter_rows = voter_rows_avx2};
 #endif

@@ -1,6 +1,8 @@
 /* Counter-based random numbers: seeds, stream keys, bytes and noise values (rng.h). */
 #include "rng.h"
 
+#include "egg_internal.h"
+
 uint64_t egg_step_seed(uint64_t run_seed, int64_t step) {
     return egg_mix64(run_seed + EGG_GOLDEN * (uint64_t)(step + 1));
 }
@@ -9,33 +11,36 @@ uint64_t egg_stream_key(uint64_t seed, int32_t tensor, uint64_t stream) {
     return egg_mix64(seed ^ egg_mix64(((uint64_t)(tensor + 1) << 32) + stream));
 }
 
-/* The bytes of words [w0, w1), 8 a word, little-endian on every platform. */
-static void stream_words(uint64_t key, int64_t w0, int64_t w1, uint8_t *out) {
-    for (int64_t w = w0; w < w1; w++) { /* the compiler merges the 8 byte stores */
-        const uint64_t word = egg_stream_word(key, w);
-        for (int j = 0; j < 8; j++) out[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j));
+#define BYTES_01 0x0101010101010101ULL
+
+void egg_stream_words(uint64_t key, int64_t w0, int64_t w1, uint64_t masks, uint8_t *out) {
+    for (int64_t w = w0; w < w1; w++) {
+        uint64_t word = egg_stream_word(key, w);
+        if (masks) word = egg_noise_word(word, masks);
+        for (int j = 0; j < 8; j++) out[(w - w0) * 8 + j] = (uint8_t)(word >> (8 * j)); /* one store */
     }
 }
 
-void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) {
+/* Words [0, count / 8) whole, then the first count % 8 bytes of the next. */
+static void stream_prefix(uint64_t key, int64_t count, uint64_t masks, uint8_t *out) {
     const int64_t w = count / 8;
-    stream_words(key, 0, w, out);
+    egg_active_kernels()->stream_words(key, 0, w, masks, out);
     if (w * 8 < count) {
-        const uint64_t word = egg_stream_word(key, w);
+        uint64_t word = egg_stream_word(key, w);
+        if (masks) word = egg_noise_word(word, masks);
         for (int64_t j = 0; w * 8 + j < count; j++) out[w * 8 + j] = (uint8_t)(word >> (8 * j));
     }
 }
 
+void egg_stream_bytes(uint64_t key, int64_t count, uint8_t *out) { stream_prefix(key, count, 0, out); }
+
 void egg_noise_values(uint64_t key, int64_t count, int32_t noise_bits, int8_t *out) {
-    const int mask = (1 << noise_bits) - 1;
-    egg_stream_bytes(key, count, (uint8_t *)out);
-    for (int64_t i = 0; i < count; i++) out[i] = egg_noise_value((uint8_t)out[i], mask);
+    stream_prefix(key, count, (uint64_t)((1 << noise_bits) - 1) * BYTES_01, (uint8_t *)out);
 }
 
 const int8_t *egg_noise_range(uint64_t key, int64_t start, int32_t n, int32_t noise_bits, int8_t *scratch) {
     const int64_t w0 = start / 8, w1 = (start + n + 7) / 8;
-    stream_words(key, w0, w1, (uint8_t *)scratch);
-    const int mask = (1 << noise_bits) - 1;
-    for (int64_t i = 0; i < (w1 - w0) * 8; i++) scratch[i] = egg_noise_value((uint8_t)scratch[i], mask);
+    egg_active_kernels()->stream_words(key, w0, w1, (uint64_t)((1 << noise_bits) - 1) * BYTES_01,
+                                       (uint8_t *)scratch);
     return scratch + (start - w0 * 8);
 }

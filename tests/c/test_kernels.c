@@ -206,6 +206,64 @@ static int check_peak(const egg_kernels *k) {
     return !ok;
 }
 
+/* The kernel's stream words equal egg_stream_words (rng.c): every start mod 8, lengths across the
+ * 4-word SIMD step and its tail, raw bytes and every noise mask; bytes past the end stay untouched. */
+static int check_stream_words(const egg_kernels *k) {
+    uint8_t got[80 * 8 + 8], want[80 * 8 + 8];
+    int cases = 0, bad = 0;
+    for (uint64_t key = 0; key < 3; key++)
+        for (int64_t w0 = 0; w0 < 8; w0++)
+            for (int64_t n = 0; n <= 80; n += 1 + n / 8)
+                for (int bits = 0; bits <= EGG_MAX_NOISE_BITS; bits++, cases++) {
+                    const uint64_t masks = bits ? (uint64_t)((1 << bits) - 1) * 0x0101010101010101ULL : 0;
+                    const uint64_t seed = egg_mix64(key);
+                    memset(got, 0xA5, sizeof got);
+                    memset(want, 0xA5, sizeof want);
+                    k->stream_words(seed, w0 * 1000003, w0 * 1000003 + n, masks, got);
+                    egg_stream_words(seed, w0 * 1000003, w0 * 1000003 + n, masks, want);
+                    bad += memcmp(got, want, sizeof got) != 0;
+                }
+    printf("kernel %-8s stream words: %d cases: %s\n", k->name, cases, bad ? "MISMATCH" : "equal to scalar");
+    return bad != 0;
+}
+
+/* The kernel's voter_rows equals its definition (egg_voter_rows_fn), written out byte by byte: lengths
+ * across the 8- and 32-value steps and their tails, unsigned, signed by every fitness a noise range allows
+ * (up to |f| = 127 with values of +-1), with and without window masks; bytes outside the written ones stay. */
+static int check_voter_rows(const egg_kernels *k) {
+    enum { MAX_N = 100, LD = 11 };
+    static int8_t noise[8][MAX_N], got[MAX_N * LD], want[MAX_N * LD];
+    static uint8_t windows[8][MAX_N];
+    const int8_t *v[8];
+    const uint8_t *present[8];
+    int8_t f[8];
+    int cases = 0, bad = 0;
+    for (int bits = 1; bits <= EGG_MAX_NOISE_BITS; bits++) {
+        const int top = (1 << bits) - 1, f_max = EGG_MAX_FITNESS_NOISE / top;
+        for (int32_t n = 0; n <= MAX_N; n += 1 + n / 16)
+            for (int mode = 0; mode < 4; mode++, cases++) { /* unsigned, signed, masked unsigned, masked signed */
+                for (int r = 0; r < 8; r++) {
+                    fill_range(noise[r], MAX_N, -top, top, n % 3 == 0);
+                    for (int32_t i = 0; i < MAX_N; i++) windows[r][i] = (uint8_t)(next_random() & 1);
+                    f[r] = (int8_t)(r < 2 ? (r ? -f_max : f_max) : (int)(next_random() % (2 * f_max + 1)) - f_max);
+                    v[r] = noise[r];
+                    present[r] = windows[r];
+                }
+                const int8_t *signs = mode & 1 ? f : NULL;
+                const uint8_t *const *masks = mode & 2 ? present : NULL;
+                memset(got, 0x5A, sizeof got);
+                memset(want, 0x5A, sizeof want);
+                for (int32_t i = 0; i < n; i++)
+                    for (int r = 0; r < 8; r++)
+                        want[i * LD + r] = masks && !windows[r][i] ? 0 : (int8_t)((signs ? f[r] : 1) * noise[r][i]);
+                k->voter_rows(v, signs, masks, n, LD, got);
+                bad += memcmp(got, want, sizeof got) != 0;
+            }
+    }
+    printf("kernel %-8s voter rows: %d cases: %s\n", k->name, cases, bad ? "MISMATCH" : "equal to their definition");
+    return bad != 0;
+}
+
 static int check_kernel(const char *name) {
     if (egg_force_kernel(name)) {
         fprintf(stderr, "%s\n", egg_last_error());
@@ -231,7 +289,8 @@ static int check_kernel(const char *name) {
     for (int32_t n = 0; n <= 300; n++, dots++) check_dot(k, n, n % 4);
     printf("kernel %-8s %d gemm shapes, %d dot lengths: %s\n", name, gemms, dots,
            failures == before ? "equal to scalar" : "MISMATCH");
-    return (failures != before) | check_elementwise(k) | check_peak(k);
+    return (failures != before) | check_elementwise(k) | check_peak(k) | check_stream_words(k) |
+           check_voter_rows(k);
 }
 
 /* egg_floor_div against the integer divide: every divisor near 1, powers of two, primes and the range's
