@@ -66,6 +66,9 @@ typedef struct egg_config {
                                   capped at the rule's largest; 1..4096 */
     int32_t weight_average;    /* keep an exponential average of the weights over about the last
                                   1/2^weight_average of the steps (see csrc/average.c); 0 = none, 1..16 */
+    int32_t tie_head;          /* 1: no head tensor; the logits use the embedding (row v = output byte v's
+                                  weights) with the same perturbation as the lookup, and with every pair's
+                                  vote (sparse_embedding_votes does not apply to it) */
 } egg_config;
 
 typedef struct egg_model egg_model;
