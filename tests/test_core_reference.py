@@ -33,10 +33,21 @@ CONFIGS = [
     # A vector threshold above the rule's largest (capped) without vote memory.
     ModelConfig(hidden=16, layers=2, mlp_ratio=1, seq_len=5, population=8, streams=2, noise_bits=2,
                 noise_shift=2, threshold_z_q8=64, vote_memory=0, z_growth_steps=0, vector_z_q8=4096),
+    # A tied head: with vote memory and sparse embedding votes asked for (they do not apply to it), and without.
+    ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=12, streams=4, noise_bits=3,
+                noise_shift=3, threshold_z_q8=300, fitness_levels=2, vote_memory=1, z_growth_steps=1,
+                sparse_embedding_votes=1, tie_head=1),
+    ModelConfig(hidden=16, layers=2, mlp_ratio=1, seq_len=5, population=8, streams=3, noise_bits=2,
+                noise_shift=2, threshold_z_q8=64, vote_memory=0, z_growth_steps=0, sparse_embedding_votes=0,
+                tie_head=1),
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"h{c.hidden}l{c.layers}p{c.population}")
+def config_id(cfg: ModelConfig) -> str:
+    return f"h{cfg.hidden}l{cfg.layers}p{cfg.population}" + ("-tied" if cfg.tie_head else "")
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)
 def test_init_and_forward_match_reference(cfg: ModelConfig) -> None:
     engine = Engine(cfg)
     engine.init_weights(11)
@@ -53,7 +64,7 @@ def test_init_and_forward_match_reference(cfg: ModelConfig) -> None:
     assert loss > 0
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"h{c.hidden}l{c.layers}p{c.population}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
     rng = np.random.default_rng(cfg.hidden + threads)
@@ -76,6 +87,38 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
         assert np.array_equal(engine.vote_memory, memory)
         total_moved += got.moved
     assert total_moved > 0, "the update never moved a weight: the comparison would be vacuous"
+
+
+def test_a_tied_head_computes_what_an_untied_copy_of_the_embedding_does() -> None:
+    """Noise-free, tie_head=1 gives the logits of the untied model whose head holds the embedding's weights."""
+    tied = CONFIGS[-2]
+    untied = tied.replace(tie_head=0)
+    engine = Engine(tied)
+    engine.init_weights(3)
+    copy = Engine(untied)
+    head = next(t for t in copy.tensors() if t.name == "head")
+    copy.weights[: head.offset] = engine.weights
+    copy.weights[head.offset :] = engine.weights[: head.rows * head.cols]
+    tokens = np.random.default_rng(6).integers(0, 256, 30).astype(np.uint8)
+    loss, logits = engine.forward(tokens, want_logits=True)
+    copy_loss, copy_logits = copy.forward(tokens, want_logits=True)
+    assert loss == copy_loss and np.array_equal(logits, copy_logits)
+    assert len(set(logits.argmax(axis=1).tolist())) > 1, "flat logits would make the comparison vacuous"
+
+
+def test_every_pair_votes_on_a_tied_embedding() -> None:
+    """With tie_head the windows' bytes do not mask the embedding's votes: sparse_embedding_votes changes nothing."""
+    cfg = CONFIGS[-2]
+    rng = np.random.default_rng(12)
+    windows = [rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8) for _ in range(3)]
+    outcomes = []
+    for sparse in (0, 1):
+        engine = Engine(cfg.replace(sparse_embedding_votes=sparse))
+        engine.init_weights(4)
+        moved = [engine.train_step(8, step, w).moved for step, w in enumerate(windows)]
+        outcomes.append((engine.weights.copy(), engine.vote_memory.copy(), moved))
+    assert np.array_equal(outcomes[0][0], outcomes[1][0]) and np.array_equal(outcomes[0][1], outcomes[1][1])
+    assert outcomes[0][2] == outcomes[1][2] and sum(outcomes[0][2]) > 0
 
 
 @pytest.mark.parametrize("threads", [1, 2])
