@@ -35,6 +35,9 @@ enum {
     EGG_MAX_WEIGHT_DECAY_Q8 = 256,
     EGG_MAX_VECTOR_Z_Q8 = 4096,
     EGG_MAX_WEIGHT_AVERAGE = 16,
+    /* A tied head's logits are shifted this much further right: the embedding starts with 12x the untied
+     * head's range (48 against 4), and 8x less brings the first logits near uniform, as an untied head's are. */
+    EGG_TIED_HEAD_SHIFT = 3,
     EGG_AVERAGE_FRAC_BITS = 23    /* of the weight average's int32 per weight: 127 * 2^23 fits with room */
 };
 

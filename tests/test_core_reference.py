@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mlm.egg import reference as ref
-from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig
-from mlm.egg.engine import Engine
+from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig, preset
+from mlm.egg.engine import LOSS_SCALE, Engine
 
 CONFIGS = [
     ModelConfig(hidden=16, layers=1, mlp_ratio=1, seq_len=3, population=2, streams=1, noise_bits=1,
@@ -89,21 +89,17 @@ def test_training_steps_match_reference(cfg: ModelConfig, threads: int) -> None:
     assert total_moved > 0, "the update never moved a weight: the comparison would be vacuous"
 
 
-def test_a_tied_head_computes_what_an_untied_copy_of_the_embedding_does() -> None:
-    """Noise-free, tie_head=1 gives the logits of the untied model whose head holds the embedding's weights."""
-    tied = CONFIGS[-2]
-    untied = tied.replace(tie_head=0)
-    engine = Engine(tied)
-    engine.init_weights(3)
-    copy = Engine(untied)
-    head = next(t for t in copy.tensors() if t.name == "head")
-    copy.weights[: head.offset] = engine.weights
-    copy.weights[head.offset :] = engine.weights[: head.rows * head.cols]
-    tokens = np.random.default_rng(6).integers(0, 256, 30).astype(np.uint8)
-    loss, logits = engine.forward(tokens, want_logits=True)
-    copy_loss, copy_logits = copy.forward(tokens, want_logits=True)
-    assert loss == copy_loss and np.array_equal(logits, copy_logits)
-    assert len(set(logits.argmax(axis=1).tolist())) > 1, "flat logits would make the comparison vacuous"
+def test_a_tied_head_starts_near_uniform_as_an_untied_one_does() -> None:
+    """The embedding starts 12x the untied head's range; EGG_TIED_HEAD_SHIFT brings a fresh tied model's loss
+    back near 8 bits per byte (without it: over 9)."""
+    tokens = np.random.default_rng(6).integers(0, 256, 400).astype(np.uint8)
+    bits = {}
+    for tie in (0, 1):
+        engine = Engine(preset("small").replace(tie_head=tie))
+        engine.init_weights(3)
+        loss, _ = engine.forward(tokens)
+        bits[tie] = loss / LOSS_SCALE / (tokens.size - 1)
+    assert bits[0] < 8.3 and bits[1] < 8.3, bits
 
 
 def test_every_pair_votes_on_a_tied_embedding() -> None:

@@ -27,6 +27,8 @@ from mlm.egg.layout import VOCAB, head_tensor, n_weights, tensor_layout
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 LOSS_FRAC_BITS = lib.EGG_LOSS_FRAC_BITS
+#: How much further right a tied head's logits are shifted (csrc/egg.h says why).
+TIED_HEAD_SHIFT = lib.EGG_TIED_HEAD_SHIFT
 #: round(65536 * 2**(k/16)) for k = 0..15: the fractional part of the exp2 table.
 EXP2_FRAC_Q16 = (
     65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
@@ -235,7 +237,8 @@ class Model:
             up = np.maximum(self._linear(p + "mlp.up", x, noise), 0)
             resid = sat8(resid + self._linear(p + "mlp.down", up, noise))
         x = layer_norm(resid, self._elementwise("norm_final", 0, noise))
-        return self._linear(head_tensor(cfg), x, noise).astype(np.int8)
+        logits = self._matmul(head_tensor(cfg), x, noise) >> (matmul_shift(cfg, cfg.hidden) + (TIED_HEAD_SHIFT if cfg.tie_head else 0))
+        return sat8(logits).astype(np.int8)
 
     def predictions(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
                     logits_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
