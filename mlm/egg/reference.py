@@ -237,8 +237,8 @@ class Model:
             up = np.maximum(self._linear(p + "mlp.up", x, noise), 0)
             resid = sat8(resid + self._linear(p + "mlp.down", up, noise))
         x = layer_norm(resid, self._elementwise("norm_final", 0, noise))
-        logits = self._matmul(head_tensor(cfg), x, noise) >> (matmul_shift(cfg, cfg.hidden) + (TIED_HEAD_SHIFT if cfg.tie_head else 0))
-        return sat8(logits).astype(np.int8)
+        shift = matmul_shift(cfg, cfg.hidden) + (TIED_HEAD_SHIFT if cfg.tie_head else 0)
+        return sat8(self._matmul(head_tensor(cfg), x, noise) >> shift).astype(np.int8)
 
     def predictions(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
                     logits_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
