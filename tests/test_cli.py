@@ -176,3 +176,40 @@ def test_a_new_population_takes_the_windows_that_fit_it(tmp_path: Path, populati
     config = json.loads(run_cli("ckpt", "show", "r/egg.ckpt.0", "--json", cwd=tmp_path, check=True).stdout)["config"]
     assert (config["population"], config["streams"]) == (population, streams), result.stdout
     assert preset("tiny").overridden(population=population).streams == min(8, population // 2)
+
+
+def test_a_tied_head_run_trains_samples_evaluates_and_exports(workdir: Path) -> None:
+    """--tie-head 1 end to end: the checkpoint says so, sampling is deterministic, the export has no head, and
+    `eval` scores what the numpy reference scores with the exported weights."""
+    import numpy as np
+
+    from mlm.egg import reference as ref
+    from mlm.egg.config import ModelConfig
+    from mlm.egg.evaluate import EVAL_CHUNK
+    from mlm.egg.layout import tensor_layout
+
+    run_cli("train", "--preset", "tiny", "--tie-head", "1", "--steps", "20", "--run-dir", "R", cwd=workdir,
+            check=True)
+    shown = json.loads(run_cli("ckpt", "show", "R/egg.ckpt.best", "--json", cwd=workdir, check=True).stdout)
+    assert shown["config"]["tie_head"] == 1
+    args = ("sample", "--run-dir", "R", "--length", "80", "--seed", "1")
+    first = run_cli(*args, cwd=workdir, check=True).stdout
+    assert len(first) == 81 and run_cli(*args, cwd=workdir, check=True).stdout == first
+
+    run_cli("export", "--run-dir", "R", "w.npz", cwd=workdir, check=True)
+    with np.load(workdir / "w.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    config = ModelConfig.from_dict(json.loads(str(arrays.pop("__config__"))))
+    assert config.tie_head == 1 and "head" not in arrays and arrays["embedding"].shape == (256, 32)
+    model = ref.Model(config, np.concatenate([arrays[t.name].reshape(-1) for t in tensor_layout(config)]))
+
+    text = (workdir / "input.txt").read_bytes()[:3000]
+    (workdir / "scored.txt").write_bytes(text)
+    scored = json.loads(run_cli("eval", "--run-dir", "R", "--data", "scored.txt", "--json", cwd=workdir,
+                                check=True).stdout)
+    assert scored["bytes"] == len(text)
+    data = np.frombuffer(text, dtype=np.uint8)
+    total = sum(model.sequence_loss(data[start : start + EVAL_CHUNK + 1], np.zeros((config.layers, config.hidden),
+                                                                                   dtype=np.int8))
+                for start in range(0, data.size - 1, EVAL_CHUNK))
+    assert scored["val_bpb"] == pytest.approx(total / 2**ref.LOSS_FRAC_BITS / (data.size - 1), abs=1e-12)
