@@ -325,6 +325,8 @@ def test_bench_mpi_reports_the_exchange_and_a_model(tmp_path: Path) -> None:
     # Two ranks send their control words and the losses of their 32 of tiny's 64 members, 8 bytes each.
     assert model["2"]["bytes_per_step"] == 2 * (CONTROL_WORDS + 2 * 32) * 8
     assert 1 > model["2"]["efficiency"] > model["16"]["efficiency"] > 0
+    # A population that grows with the ranks keeps each rank's forward pass whole: better than a split one.
+    assert model["16"]["sliced_efficiency"] < model["16"]["grown_efficiency"] < 1
     # The sliced update: its own distributed steps, and each rank's moves in two bits per weight (24,736 for tiny).
     assert report["sliced"]["weights_agree"] is True and report["sliced"]["moves_wait_s"] > 0
     assert 24736 // 4 <= model["2"]["moves_bytes_per_step"] <= 24736 // 4 + 2

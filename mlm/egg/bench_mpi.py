@@ -16,7 +16,10 @@ Run it under a launcher, ``mpiexec -n 2 python -m mlm.egg bench-mpi --preset sma
 * the CPU a rank burns while it waits one second in the exchange: polled, and MPICH's blocking wait;
 * a model of a step at N ranks from those measurements: replicated ``T_eval / N + T_update + T_exchange(N)``,
   sliced ``T_eval / N + T_slice(N) + T_apply_moves + T_exchange(N) + T_moves(N)``, each all-gather as
-  ``ceil(log2 N)`` latencies plus the gathered bytes over the link.
+  ``ceil(log2 N)`` latencies plus the gathered bytes over the link; and the sliced update with a population
+  that grows with the ranks (``--population N x P``, each rank keeping the preset's P members):
+  ``T_eval + N x T_slice(N) + T_apply_moves + T_exchange(N, N x pairs) + T_moves(N)`` against ``T1`` (a slice's
+  vote, transposes and noise grow with its voters, so N times the pairs cost N times the slice).
 """
 
 from __future__ import annotations
@@ -98,6 +101,15 @@ def sliced_efficiency(halves: Halves, ranks: int, exchange: float, moves: float)
         return 1.0
     return halves.step / (ranks * (halves.evaluate / ranks + halves.slice_update[ranks] + halves.apply_moves
                                    + exchange + moves))
+
+
+def grown_efficiency(halves: Halves, ranks: int, exchange: float, moves: float) -> float:
+    """T1 / T_N for N x the population, each rank evaluating the preset's members: members per second per rank
+    against one process. T_N = T_eval + N x T_slice(N) + T_apply_moves + T_exchange(N x pairs) + T_moves."""
+    if ranks == 1:
+        return 1.0
+    return halves.step / (halves.evaluate + ranks * halves.slice_update[ranks] + halves.apply_moves + exchange
+                          + moves)
 
 
 def _windows(cfg, step: int) -> np.ndarray:
@@ -273,10 +285,12 @@ def run_bench_mpi(preset_name: str, threads: int, steps: int, latency_us: float,
     for n in (n for n in MODEL_RANKS if n <= cfg.pairs):
         exchange = exchange_seconds(cfg.pairs, n, latency, bandwidth)
         moves = all_gather_seconds(moves_bytes(engine, n), n, latency, bandwidth)
+        grown_exchange = exchange_seconds(n * cfg.pairs, n, latency, bandwidth)
         rows[str(n)] = {"bytes_per_step": exchange_bytes(cfg.pairs, n), "exchange_us": 1e6 * exchange,
                         "efficiency": efficiency(halves, n, exchange),
                         "moves_bytes_per_step": moves_bytes(engine, n) if n > 1 else 0, "moves_us": 1e6 * moves,
-                        "sliced_efficiency": sliced_efficiency(halves, n, exchange, moves)}
+                        "sliced_efficiency": sliced_efficiency(halves, n, exchange, moves),
+                        "grown_efficiency": grown_efficiency(halves, n, grown_exchange, moves)}
     report["model"] = {"latency_us": latency_us, "gbps": gbps, "ranks": rows}
     return report if rank == 0 else None
 
@@ -319,7 +333,8 @@ def format_report(r: dict) -> str:
     for n, row in m["ranks"].items():
         lines.append(f"  N = {n:>3}  losses {row['bytes_per_step']:6,} B {row['exchange_us']:6.1f} us, moves "
                      f"{row['moves_bytes_per_step']:6,} B {row['moves_us']:6.1f} us   efficiency replicated "
-                     f"{row['efficiency']:6.1%}, sliced {row['sliced_efficiency']:6.1%}")
+                     f"{row['efficiency']:6.1%}, sliced {row['sliced_efficiency']:6.1%}, sliced with N x the "
+                     f"population {row['grown_efficiency']:6.1%}")
     return "\n".join(lines)
 
 

@@ -98,6 +98,16 @@ def _bytes(data: bytes | np.ndarray) -> np.ndarray:
                                 dtype=np.uint8)
 
 
+def _view(model, pointer, count: int, dtype: type) -> np.ndarray:
+    """A numpy array on ``count`` values of ``dtype`` at ``pointer``, a buffer inside ``model``. The array keeps
+    the model alive: a view taken from an Engine stays valid after the Engine itself is gone."""
+    if not count:
+        return np.zeros(0, dtype=dtype)
+    # ffi.gc's destructor closes over the model: the pointer, hence every array on it, holds a reference.
+    owned = ffi.gc(pointer, lambda _pointer, _model=model: None)
+    return np.frombuffer(ffi.buffer(owned, count * np.dtype(dtype).itemsize), dtype=dtype)
+
+
 class Engine:
     """A model in the C core: weights, population state and the operations on them."""
 
@@ -112,16 +122,12 @@ class Engine:
         self._model = ffi.gc(ptr, lib.egg_free)
         self.threads = threads
         lib.egg_set_batched(self._model, int(batched))
-        self.weights = np.frombuffer(
-            ffi.buffer(lib.egg_weights(self._model), lib.egg_weights_size(self._model)), dtype=np.int8)
-        self.state = np.frombuffer(
-            ffi.buffer(lib.egg_state(self._model), lib.egg_state_size(self._model)), dtype=np.int8)
-        memory_size = lib.egg_vote_memory_size(self._model)
-        self.vote_memory = np.frombuffer(ffi.buffer(lib.egg_vote_memory(self._model), 2 * memory_size),
-                                         dtype=np.int16) if memory_size else np.zeros(0, dtype=np.int16)
-        average_size = lib.egg_weight_average_size(self._model)
-        self.weight_average = np.frombuffer(ffi.buffer(lib.egg_weight_average(self._model), 4 * average_size),
-                                            dtype=np.int32) if average_size else np.zeros(0, dtype=np.int32)
+        model = self._model
+        self.weights = _view(model, lib.egg_weights(model), lib.egg_weights_size(model), np.int8)
+        self.state = _view(model, lib.egg_state(model), lib.egg_state_size(model), np.int8)
+        self.vote_memory = _view(model, lib.egg_vote_memory(model), lib.egg_vote_memory_size(model), np.int16)
+        self.weight_average = _view(model, lib.egg_weight_average(model), lib.egg_weight_average_size(model),
+                                    np.int32)
 
     @property
     def threads(self) -> int:
