@@ -35,9 +35,6 @@ enum {
     EGG_MAX_WEIGHT_DECAY_Q8 = 256,
     EGG_MAX_VECTOR_Z_Q8 = 4096,
     EGG_MAX_WEIGHT_AVERAGE = 16,
-    /* A tied head's logits are shifted this much further right: the embedding starts with 12x the untied
-     * head's range (48 against 4), and 8x less brings the first logits near uniform, as an untied head's are. */
-    EGG_TIED_HEAD_SHIFT = 3,
     EGG_AVERAGE_FRAC_BITS = 23    /* of the weight average's int32 per weight: 127 * 2^23 fits with room */
 };
 
@@ -69,9 +66,6 @@ typedef struct egg_config {
                                   capped at the rule's largest; 1..4096 */
     int32_t weight_average;    /* keep an exponential average of the weights over about the last
                                   1/2^weight_average of the steps (see csrc/average.c); 0 = none, 1..16 */
-    int32_t tie_head;          /* 1: no head tensor; the logits use the embedding (row v = output byte v's
-                                  weights) with the same perturbation as the lookup, and with every pair's
-                                  vote (sparse_embedding_votes does not apply to it) */
 } egg_config;
 
 typedef struct egg_model egg_model;

@@ -29,7 +29,7 @@ struct egg_model {
     int32_t n_tensors;
     egg_tensor *tensors;
     egg_layer_ids *layer;
-    int embedding, norm_final, head; /* head == embedding with cfg.tie_head */
+    int embedding, norm_final, head;
     int64_t n_weights, n_state;
     int64_t noise_len;   /* sum of rows + cols over tensors: one pair's noise */
     int64_t vec_len;     /* sum of vector sizes: one member's perturbed vectors */

@@ -382,8 +382,7 @@ static int apply_update(egg_model *m, uint64_t seed, int64_t step, const uint8_t
             r0 = tasks[i].row0 < r0 ? tasks[i].row0 : r0;
             r1 = tasks[i].row0 + tasks[i].rows > r1 ? tasks[i].row0 + tasks[i].rows : r1;
         }
-    /* A tied embedding is also the head, which every pair's loss depends on at every token: all pairs vote. */
-    const int sparse_embedding = m->cfg.sparse_embedding_votes && !m->cfg.tie_head && r0 < r1;
+    const int sparse_embedding = m->cfg.sparse_embedding_votes && r0 < r1;
     uint8_t *present = sparse_embedding ? malloc((size_t)m->cfg.streams * EGG_VOCAB) : NULL;
     int64_t *stream_energy = sparse_embedding ? malloc(sizeof *stream_energy * (size_t)m->cfg.streams) : NULL;
     if (!voter || !vote_sign || !tasks || !moved || (sparse_embedding && (!present || !stream_energy))) goto done;

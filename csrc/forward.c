@@ -165,7 +165,7 @@ static void layer_step(const egg_model *m, const egg_block *b, workspace *w, int
 }
 
 static void head(const egg_model *m, const egg_block *b, workspace *w) {
-    const int32_t sh = egg_matmul_shift(m, m->cfg.hidden) + (m->cfg.tie_head ? EGG_TIED_HEAD_SHIFT : 0);
+    const int32_t sh = egg_matmul_shift(m, m->cfg.hidden);
     norm_all(m, w, b->members, m->norm_final, w->x);
     linear_acc(m, b, m->head, w->x, w->acc_x);
     egg_active_kernels()->elementwise->shift_sat(w->acc_x, (int64_t)b->members * EGG_VOCAB, sh, w->logits);

@@ -36,7 +36,7 @@ static int check_config(const egg_config *c) {
         c->threshold_z_q8 < 0 || c->threshold_z_q8 > EGG_MAX_Z_Q8 || c->alpha_decay_steps < 0 || c->z_growth_steps < 0 ||
         c->shift_base < 0 || c->shift_base > EGG_MAX_SHIFT || c->fitness_levels < 1 ||
         c->fitness_levels > EGG_MAX_FITNESS_NOISE / ((1 << c->noise_bits) - 1) || (c->sparse_embedding_votes & ~1) ||
-        (c->vote_memory & ~1) || (c->tie_head & ~1)) {
+        (c->vote_memory & ~1)) {
         egg_set_error("algorithm settings out of range");
         return -1;
     }
@@ -95,10 +95,6 @@ static void build_layout(egg_model *m) {
     }
     m->norm_final = m->n_tensors;
     add_tensor(m, "norm_final", 1, h, EGG_NORM);
-    if (m->cfg.tie_head) { /* the head's logits use the embedding's weights and noise (forward.c head()) */
-        m->head = m->embedding;
-        return;
-    }
     m->head = m->n_tensors;
     add_tensor(m, "head", EGG_VOCAB, h, EGG_MATRIX);
 }

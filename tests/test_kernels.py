@@ -44,9 +44,6 @@ CONFIGS = [
                 noise_shift=4, threshold_z_q8=300, shift_base=3, vote_memory=1),
     ModelConfig(hidden=48, layers=1, mlp_ratio=1, seq_len=1, population=18, streams=4, noise_bits=4,
                 noise_shift=2, threshold_z_q8=100, fitness_levels=8),
-    # The embedding as the head: its GEMM and rank-1 term, and its every-pair vote.
-    ModelConfig(hidden=80, layers=1, mlp_ratio=2, seq_len=3, population=14, streams=4, noise_bits=3,
-                noise_shift=3, threshold_z_q8=200, vote_memory=1, tie_head=1),
 ]
 #: name -> weights for a config: reference init, |w| <= 64 everywhere, full int8 range.
 WEIGHTS = {
@@ -57,7 +54,7 @@ WEIGHTS = {
 
 
 def cfg_id(cfg: ModelConfig) -> str:
-    return f"h{cfg.hidden}m{cfg.mlp_ratio}p{cfg.population}s{cfg.seq_len}" + ("-tied" if cfg.tie_head else "")
+    return f"h{cfg.hidden}m{cfg.mlp_ratio}p{cfg.population}s{cfg.seq_len}"
 
 
 @pytest.fixture(params=KERNELS)

@@ -11,8 +11,6 @@ from mlm.egg.layout import (
     MATRIX_KINDS,
     VOCAB,
     expected_sizes,
-    head_tensor,
-    matmul_tensors,
     n_state,
     n_vote_memory,
     n_weight_average,
@@ -27,8 +25,7 @@ def small_configs(draw: st.DrawFn) -> ModelConfig:
     return ModelConfig(hidden=16 * draw(st.integers(1, 6)), layers=draw(st.integers(1, 4)),
                        mlp_ratio=draw(st.integers(1, 8)), seq_len=draw(st.integers(1, 64)), population=population,
                        streams=draw(st.integers(1, population // 2)),
-                       vote_memory=draw(st.integers(0, 1)), weight_average=draw(st.integers(0, 3)),
-                       tie_head=draw(st.integers(0, 1))).validate()
+                       vote_memory=draw(st.integers(0, 1)), weight_average=draw(st.integers(0, 3))).validate()
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
@@ -53,15 +50,3 @@ def test_the_tensors_tile_the_weights_and_say_their_kind() -> None:
                      "w_cand": "matrix", "u_cand": "matrix", "b_gate": "bias", "b_cand": "bias", "norm2": "norm",
                      "up": "matrix", "down": "matrix", "norm_final": "norm", "head": "head"}
     assert all(t.rows == 1 for t in layout if t.kind not in MATRIX_KINDS + ("embedding",))
-
-
-def test_a_tied_head_is_the_embedding() -> None:
-    """tie_head drops the head tensor (VOCAB x hidden weights fewer); the embedding then multiplies too."""
-    config = PRESETS["small"]
-    tied = config.replace(tie_head=1)
-    untied_names = [t.name for t in tensor_layout(config)]
-    assert [t.name for t in tensor_layout(tied)] == [n for n in untied_names if n != "head"]
-    assert n_weights(config) - n_weights(tied) == VOCAB * config.hidden == 16_384
-    assert (head_tensor(config), head_tensor(tied)) == ("head", "embedding")
-    assert [t.name for t in matmul_tensors(tied)] == ["embedding"] + [t.name for t in matmul_tensors(config)][:-1]
-    assert [t.name for t in Engine(tied).tensors()] == [t.name for t in tensor_layout(tied)]

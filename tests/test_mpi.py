@@ -142,18 +142,6 @@ def test_the_sliced_update_gives_the_bits_of_one_process_and_resumes_under_any_n
     assert hashes(resumed) == hashes(tmp_path / "one12")
 
 
-def test_a_tied_head_run_under_three_ranks_gives_the_bits_of_one_process(tmp_path: Path) -> None:
-    """--tie-head 1, the sliced update under 3 ranks (the tied tensor's rows are the first tasks, cut by
-    distributed.task_costs as any matrix's) ends with the one-process bits."""
-    tied = ("--tie-head", "1", "--steps", "8")
-    assert run(train_command(tmp_path / "one", *tied, "--distributed", "off")).returncode == 0
-    result = run(mpi(3, train_command(tmp_path / "three", *tied, "--distributed", "mpi", "--mpi-update", "sliced")))
-    assert result.returncode == 0, result.stderr
-    assert hashes(tmp_path / "three") == hashes(tmp_path / "one")
-    show = run([sys.executable, "-m", "mlm.egg", "ckpt", "show", str(tmp_path / "three" / "egg.ckpt.best"), "--json"])
-    assert json.loads(show.stdout)["config"]["tie_head"] == 1
-
-
 def test_rank_0s_clock_ends_a_time_budget_and_fixes_the_cooldown_for_every_rank(tmp_path: Path) -> None:
     """--time-budget and its cooldown follow rank 0's clock, sent in the exchange: every rank stops after
     the same step and adopts the same schedule (else the weight check at the next checkpoint fails)."""

@@ -11,7 +11,7 @@ import pytest
 
 from mlm.egg import reference as ref
 from mlm.egg.config import ModelConfig, preset
-from mlm.egg.distributed import pair_shares, task_shares
+from mlm.egg.distributed import pair_shares
 from mlm.egg.engine import Engine
 
 CONFIGS = [
@@ -19,8 +19,6 @@ CONFIGS = [
                 noise_shift=4, threshold_z_q8=128, alpha_decay_steps=2, fitness_levels=3, z_growth_steps=2),
     ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=10, streams=4, noise_bits=3,
                 noise_shift=3, threshold_z_q8=300, fitness_levels=8, vote_memory=1, z_growth_steps=1),
-    ModelConfig(hidden=32, layers=1, mlp_ratio=2, seq_len=6, population=10, streams=4, noise_bits=3,
-                noise_shift=3, threshold_z_q8=300, fitness_levels=8, vote_memory=1, z_growth_steps=1, tie_head=1),
 ]
 
 
@@ -34,7 +32,7 @@ def test_pair_shares_are_contiguous_and_differ_by_at_most_one() -> None:
             assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"p{c.population}m{c.vote_memory}t{c.tie_head}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"p{c.population}m{c.vote_memory}")
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_shares_then_update_equal_the_step_and_the_reference(cfg: ModelConfig, ranks: int) -> None:
     rng = np.random.default_rng(ranks)
@@ -67,37 +65,6 @@ def test_shares_then_update_equal_the_step_and_the_reference(cfg: ModelConfig, r
         assert np.array_equal(split.vote_memory, whole.vote_memory)
         moved += got.moved
     assert moved > 0, "no weight moved: the comparison would be vacuous"
-
-
-def test_a_tied_heads_update_in_slices_equals_the_whole_update() -> None:
-    """tie_head: three processes' slices of the update's tasks (mlm/egg/distributed.py's cut), each applying the
-    others' packed moves, end with the weights, vote memory and weight average of the whole step."""
-    cfg = CONFIGS[-1]
-    whole, ranks = Engine(cfg), [Engine(cfg) for _ in range(3)]
-    for engine in (whole, *ranks):
-        engine.init_weights(5)
-    shares = task_shares(ranks[0], len(ranks))
-    assert shares[0][1] > 0 and len({t0 for t0, _ in shares}) == len(ranks), "every rank must update something"
-    rng = np.random.default_rng(4)
-    for step in range(3):
-        windows = rng.integers(0, 256, (cfg.streams, cfg.seq_len + 1)).astype(np.uint8)
-        expected = whole.train_step(77, step, windows)
-        slices = []
-        for engine, (t0, t1) in zip(ranks, shares, strict=True):
-            losses = engine.evaluate_pairs(77, step, windows, 0, cfg.pairs)
-            assert np.array_equal(losses, expected.member_loss_q16)
-            slices.append((*engine.update_task_weights(t0, t1), engine.apply_update_tasks(77, step, windows, losses,
-                                                                                          t0, t1)[1]))
-        for r, engine in enumerate(ranks):
-            for other, (first, end, moves) in enumerate(slices):
-                if other != r:
-                    engine.apply_moves(first, end, moves)
-            engine.advance_weight_average(step)
-            assert np.array_equal(engine.weights, whole.weights)
-            assert np.array_equal(engine.weight_average, whole.weight_average)
-            first, end, _ = slices[r]
-            assert np.array_equal(engine.vote_memory[first:end], whole.vote_memory[first:end])
-    assert expected.moved > 0
 
 
 def test_a_share_advances_only_its_own_members_state() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from mlm.click_types import THREADS, FiniteFloatRange
 from mlm.egg.config import KNOBS, PRESETS, ModelConfig
 from mlm.egg.config import preset as preset_config
-from mlm.egg.layout import VOCAB, matmul_tensors, n_vote_memory, n_weights, tensor_layout
+from mlm.egg.layout import MATRIX_KINDS, VOCAB, n_vote_memory, n_weights, tensor_layout
 from mlm.errors import MlmError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def field_range(name: str) -> click.IntRange:
 def macs_per_pop_token(cfg: ModelConfig) -> int:
     """int8 multiply-accumulates one member spends on one token.
 
-    Every weight matrix (the embedding is a row lookup, not a matmul, except as a tied head) costs rows x cols MACs,
+    Every weight matrix (the embedding is a row lookup, not a matmul) costs rows x cols MACs,
     and its rank-1 noise term cols MACs (x·B) plus rows multiplies (A scaled by x·B):
 
         layers * (4 H^2 + 2 H M) + 256 H  +  layers * (4 * 2H + 2 (H + M)) + (256 + H)
@@ -58,12 +58,13 @@ def macs_per_pop_token(cfg: ModelConfig) -> int:
     MLP's up (M x H) and down (H x M), then the head (256 x H). Reference preset:
     12,713,984 + 37,632 = 12,751,616.
     """
-    return sum(t.rows * t.cols + t.rows + t.cols for t in matmul_tensors(cfg))
+    matrices = [t for t in tensor_layout(cfg) if t.kind in MATRIX_KINDS]
+    return sum(t.rows * t.cols + t.rows + t.cols for t in matrices)
 
 
 def gemm_macs_per_pop_token(cfg: ModelConfig) -> int:
     """The part of :func:`macs_per_pop_token` that the GEMM does: rows x cols of every weight matrix."""
-    return sum(t.rows * t.cols for t in matmul_tensors(cfg))
+    return sum(t.rows * t.cols for t in tensor_layout(cfg) if t.kind in MATRIX_KINDS)
 
 
 def bench_config(preset: str, overrides: dict[str, int] | None = None) -> ModelConfig:

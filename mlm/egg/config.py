@@ -127,11 +127,6 @@ class ModelConfig:
                                "Evaluate, sample and export an exponential average of the weights over about the "
                                "last 1/2^K of the steps (late moves are mostly noise); 0 = the weights themselves.",
                                legacy=0)
-    #: 1: the head's logits use the embedding's weights (row v = output byte v), perturbed by the same noise as
-    #: the lookup: 16,384 fewer searched weights in `small`. Every pair votes on the tied tensor.
-    tie_head: int = knob(0, 0, 1, "th",
-                         "1: the output head uses the embedding's weights (one tensor, one perturbation); every "
-                         "pair votes on it, whatever --sparse-embedding-votes says.", legacy=0)
 
     @property
     def pairs(self) -> int:
@@ -140,12 +135,6 @@ class ModelConfig:
     @property
     def mlp_hidden(self) -> int:
         return self.hidden * self.mlp_ratio
-
-    @property
-    def sparse_embedding_rows(self) -> bool:
-        """Whether an embedding row is voted on only by the pairs whose window holds its byte: not when the
-        embedding is also the head, whose every row each pair's loss depends on."""
-        return bool(self.sparse_embedding_votes and not self.tie_head)
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -94,7 +94,7 @@ def task_costs(engine: Engine) -> list[int]:
     `small`, per 64-row task: embedding 1.67 M instructions, other 64 x 64 matrices 1.14 M, a 64-vector
     0.47 M, plus 0.23 M per slice)."""
     tensors = engine.tensors()
-    sparse = engine.config.sparse_embedding_rows
+    sparse = engine.config.sparse_embedding_votes
     costs = []
     for task in range(engine.update_tasks()):
         first, end = engine.update_task_weights(task, task + 1)

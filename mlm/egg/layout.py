@@ -51,25 +51,12 @@ def tensor_layout(cfg: ModelConfig) -> list[Tensor]:
             (p + "mlp.up", mh, h, "matrix"),
             (p + "mlp.down", h, mh, "matrix"),
         ]
-    specs += [("norm_final", 1, h, "norm")]
-    if not cfg.tie_head:
-        specs += [("head", VOCAB, h, "head")]
+    specs += [("norm_final", 1, h, "norm"), ("head", VOCAB, h, "head")]
     tensors, offset = [], 0
     for name, rows, cols, kind in specs:
         tensors.append(Tensor(name, rows, cols, offset, kind))
         offset += rows * cols
     return tensors
-
-
-def head_tensor(cfg: ModelConfig) -> str:
-    """The tensor whose rows are the output bytes' weights: the embedding itself with ``tie_head``."""
-    return "embedding" if cfg.tie_head else "head"
-
-
-def matmul_tensors(cfg: ModelConfig) -> list[Tensor]:
-    """The tensors that multiply an activation (the embedding too when it is the head), in layout order."""
-    head = head_tensor(cfg)
-    return [t for t in tensor_layout(cfg) if t.kind in MATRIX_KINDS or t.name == head]
 
 
 def n_weights(cfg: ModelConfig) -> int:

@@ -22,13 +22,11 @@ import numpy as np
 
 from mlm.egg.config import MAX_MEMORY_Z_Q8, MAX_THRESHOLD_Z_Q8, ModelConfig
 from mlm.egg.core import lib
-from mlm.egg.layout import VOCAB, head_tensor, n_weights, tensor_layout
+from mlm.egg.layout import VOCAB, n_weights, tensor_layout
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 LOSS_FRAC_BITS = lib.EGG_LOSS_FRAC_BITS
-#: How much further right a tied head's logits are shifted (csrc/egg.h says why).
-TIED_HEAD_SHIFT = lib.EGG_TIED_HEAD_SHIFT
 #: round(65536 * 2**(k/16)) for k = 0..15: the fractional part of the exp2 table.
 EXP2_FRAC_Q16 = (
     65536, 68438, 71468, 74632, 77936, 81386, 84990, 88752,
@@ -237,8 +235,7 @@ class Model:
             up = np.maximum(self._linear(p + "mlp.up", x, noise), 0)
             resid = sat8(resid + self._linear(p + "mlp.down", up, noise))
         x = layer_norm(resid, self._elementwise("norm_final", 0, noise))
-        shift = matmul_shift(cfg, cfg.hidden) + (TIED_HEAD_SHIFT if cfg.tie_head else 0)
-        return sat8(self._matmul(head_tensor(cfg), x, noise) >> shift).astype(np.int8)
+        return self._linear("head", x, noise).astype(np.int8)
 
     def predictions(self, tokens: np.ndarray, state: np.ndarray, noise: Perturbation | None = None,
                     logits_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -333,8 +330,7 @@ def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.
     where its memory passes z, spending z of it, and memories stay in [-z, z].
     With ``sparse_embedding_votes``, an embedding row is voted on only by the
     pairs whose window contains its byte (the others' losses do not depend on
-    it), and its spread is that of those voters; not with ``tie_head``, where the
-    embedding is also the head and every pair votes on every row.
+    it), and its spread is that of those voters.
     """
     new = weights.astype(np.int64).copy()
     voters = [p for p in range(cfg.pairs) if fit[p] != 0]
@@ -347,7 +343,7 @@ def update(cfg: ModelConfig, weights: np.ndarray, seed: int, step: int, fit: np.
         vector = ten.kind in ("norm", "bias")
         z = min(largest_z(cfg), step_z * cfg.vector_z_q8 // 256) if vector else step_z
         decay = 0 if vector else cfg.weight_decay_q8
-        embedding = ten.kind == "embedding" and cfg.sparse_embedding_rows
+        embedding = ten.kind == "embedding" and cfg.sparse_embedding_votes
         vote = np.zeros((ten.rows, ten.cols), dtype=np.int64)
         for k, p in enumerate(voters):
             v = noise_values(stream_key(seed, t, p), ten.rows + ten.cols, cfg.noise_bits).astype(np.int64)
