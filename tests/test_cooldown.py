@@ -9,7 +9,7 @@ import pytest
 
 from conftest import headered_corpus, run_cli
 from mlm.egg.config import ModelConfig
-from mlm.egg.schedule import StepEstimate, calibrated, with_cooldown
+from mlm.egg.schedule import COOLDOWN_LEAD, StepEstimate, calibrated, with_cooldown
 
 TRAIN = ("train", "--preset", "tiny", "--print-every", "5", "--sample-every", "0")
 
@@ -34,10 +34,11 @@ def test_with_cooldown_takes_the_last_share_of_the_steps() -> None:
     assert with_cooldown(config, 1, 0.5) == config, "a one-step run has nothing to cool down"
 
 
-def test_speed_estimate_waits_for_enough_steps_and_time() -> None:
-    assert not calibrated(5, 100.0, 1000.0)
-    assert not calibrated(100, 1.0, 1000.0)
-    assert calibrated(100, 30.0, 1000.0)
+def test_speed_estimate_comes_shortly_before_the_cooldown_and_after_enough_steps() -> None:
+    assert not calibrated(5, 900.0, 1000.0, 0.15)
+    assert not calibrated(100, 790.0, 1000.0, 0.15)
+    assert calibrated(100, 800.0, 1000.0, 0.15), "5% of the budget before the last 15% begins"
+    assert calibrated(100, 50.0, 1000.0, 0.9) and not calibrated(100, 49.0, 1000.0, 0.9)
     assert StepEstimate(steps_done=100, seconds=30.0, first_step=50).total_steps(1000.0) == 50 + 3333
 
 
@@ -69,6 +70,8 @@ def test_time_budget_run_fixes_its_cooldown_once(corpus_dir: Path) -> None:
     run_cli(*TRAIN, "--time-budget", "4", "--cooldown", "0.2", "--run-dir", "E", cwd=corpus_dir, check=True)
     log = (corpus_dir / "E" / "training.log").read_text()
     assert log.count("cooldown fixed at steps") == 1
+    timed = float(log.split("cooldown fixed at steps")[1].split(" steps in ")[1].split(" s")[0])
+    assert timed >= (1 - 0.2 - COOLDOWN_LEAD) * 4, "fixed from the speed of the steps before the cooldown"
     first = stored_config(corpus_dir, "E")
     assert 0 < first["cooldown_start"] < first["cooldown_end"]
     run_cli(*TRAIN, "--time-budget", "2", "--cooldown", "0.2", "--run-dir", "E", cwd=corpus_dir, check=True)

@@ -50,8 +50,8 @@ MAX_BITS_PER_BYTE = 24.0
 MAX_CREATED = 253402300799.0
 #: ``extra`` entries the readers use, with their type.
 EXTRA_TYPES = {"data_sha256": str, "data_path": str}
-#: Configuration fields a run fixes by itself while it runs (a time-budgeted run fixes its cooldown after
-#: its first steps): files of one run may differ in them, so they are no part of the run's identity.
+#: Configuration fields a run fixes by itself while it runs (a time-budgeted run fixes its cooldown late in
+#: its budget): files of one run may differ in them, so they are no part of the run's identity.
 SCHEDULE_FIELDS = ("cooldown_start", "cooldown_end")
 #: Counts the files this process writes, for the kill-during-save test hook (mlm.env.TEST_KILL_DURING_SAVE).
 _write_counter = itertools.count(1)

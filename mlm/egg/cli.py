@@ -89,9 +89,10 @@ NON_NEGATIVE = click.IntRange(min=0)
 @config_options
 @click.option("--cooldown", type=FiniteFloatRange(0, 0.9), default=DEFAULT_COOLDOWN, show_default=True,
               help="Share of the run's steps over which the threshold rises so that weight moves fade out "
-                   "(0: none). Fixed when a run starts: from --steps, or from the speed of the first steps "
-                   "under --time-budget. 0.15 suits a run of known length (0.07 bits/byte lower at 190,934 "
-                   "steps); a run trained past its cooldown barely moves, so leave it off for one to extend.")
+                   "(0: none). Fixed once: from --steps at the start, or under --time-budget shortly before "
+                   "it begins, from the speed so far. 0.15 suits a run of known length (0.07 bits/byte lower "
+                   "at 190,934 steps); a run trained past its cooldown barely moves, so leave it off for one "
+                   "to extend.")
 @THREADS
 @click.option("--seed", type=SEED, default=None, help="Run seed, 0 to 2^64-1 [default: 1].")
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), help="Stop after this many steps in total.")

@@ -3,8 +3,9 @@
 The C core raises the vote threshold over ``[cooldown_start, cooldown_end)`` so that the rate of
 weight moves falls linearly, as a learning rate decays towards zero at the end of a backprop run. The
 window comes from the run's step budget, never from the clock: with ``--steps`` it is known at the
-start; with only ``--time-budget`` it is fixed once from the speed of the first steps and stored in
-the checkpoint, so a resumed run follows the same schedule.
+start; with only ``--time-budget`` it is fixed once, shortly before it would begin, from the speed of
+the steps so far (so a machine busier or quieter at the start than later barely moves it), and stored
+in the checkpoint, so a resumed run follows the same schedule.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from mlm.egg.config import ModelConfig
 #: the end of a run (0.07 bits/byte at 190,934 steps: docs/results.md, "Late in a run"), but a run trained
 #: past its cooldown barely moves, and running `train` again to continue a run must keep learning.
 DEFAULT_COOLDOWN = 0.0
-#: A time-budgeted run times this share of its budget (and at least CALIBRATION_STEPS steps) before
-#: it fixes its cooldown from the measured speed.
-CALIBRATION_SHARE = 0.03
+#: A time-budgeted run fixes its cooldown this share of its budget before the cooldown would begin
+#: (and after at least CALIBRATION_STEPS steps), from its average speed until then. Measured: a
+#: 2-hour run whose first minutes shared the machine, estimated from them, put the cooldown's end
+#: 8% of the budget early; a 30-minute run estimated from its first 3% ended 84% through its cooldown.
+COOLDOWN_LEAD = 0.05
 CALIBRATION_STEPS = 20
 
 
@@ -50,6 +53,8 @@ class StepEstimate:
         return self.first_step + max(self.steps_done + 1, round(per_second * budget_seconds))
 
 
-def calibrated(steps_done: int, seconds: float, budget_seconds: float) -> bool:
-    """Has a time-budgeted run measured enough of its speed to fix its cooldown?"""
-    return steps_done >= CALIBRATION_STEPS and seconds >= CALIBRATION_SHARE * budget_seconds
+def calibrated(steps_done: int, seconds: float, budget_seconds: float, cooldown: float) -> bool:
+    """Is it time for a time-budgeted run to fix a cooldown of the last ``cooldown`` share: COOLDOWN_LEAD of
+    the budget before that share begins (or as soon as CALIBRATION_STEPS steps are timed, if later)?"""
+    due = max(1.0 - cooldown - COOLDOWN_LEAD, COOLDOWN_LEAD) * budget_seconds
+    return steps_done >= CALIBRATION_STEPS and seconds >= due

@@ -144,7 +144,7 @@ def resolve_start(settings: TrainSettings, checkpoint: Checkpoint | None, origin
 
     Raises MlmError naming every explicitly given setting (and the explicit preset's values) that
     contradicts ``checkpoint``. A fresh run with --steps fixes its cooldown here; one with only a time
-    budget fixes it later, from the speed of its first steps (:meth:`Trainer._fix_cooldown_from_speed`).
+    budget fixes it later, from the speed of its steps (:meth:`Trainer._fix_cooldown_from_speed`).
     """
     if checkpoint is None:
         config = settings.config
@@ -405,7 +405,8 @@ class Trainer:
         return self.run_dir.lock()
 
     def _fix_cooldown_from_speed(self) -> None:
-        """A run with only a time budget fixes its cooldown once, from the speed of its first steps.
+        """A run with only a time budget fixes its cooldown once, shortly before it begins, from the speed
+        of the steps so far.
 
         The schedule is stored in the configuration (and so in every checkpoint from now on): a resumed
         run follows it instead of re-estimating, and no step before the cooldown depends on it.
@@ -420,7 +421,7 @@ class Trainer:
         if settings.steps is not None or budget is None or not settings.cooldown or has_cooldown(self.config):
             return None
         done, seconds = self.state.step - self.first_step, time.monotonic() - self.clock_start
-        if not calibrated(done, seconds, budget):
+        if not calibrated(done, seconds, budget, settings.cooldown):
             return None
         return StepEstimate(done, seconds, self.first_step).total_steps(budget), done, seconds
 
