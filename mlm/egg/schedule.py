@@ -19,9 +19,9 @@ from mlm.egg.config import ModelConfig
 #: past its cooldown barely moves, and running `train` again to continue a run must keep learning.
 DEFAULT_COOLDOWN = 0.0
 #: A time-budgeted run fixes its cooldown this share of its budget before the cooldown would begin
-#: (and after at least CALIBRATION_STEPS steps), from its average speed until then. Measured: a
-#: 2-hour run whose first minutes shared the machine, estimated from them, put the cooldown's end
-#: 8% of the budget early; a 30-minute run estimated from its first 3% ended 84% through its cooldown.
+#: (and after at least CALIBRATION_STEPS steps), from its average speed until then. Estimated from their
+#: first 3% instead, as before, a 30-minute run ended 84% through its cooldown and a 2-hour run, whose
+#: speed changed with the machine's load, 81% through it (docs/results.md).
 COOLDOWN_LEAD = 0.05
 CALIBRATION_STEPS = 20
 
