@@ -40,6 +40,15 @@ def parse_settings(pairs: list[str]) -> dict[str, int]:
     return settings
 
 
+def hold_out_range(text: str) -> tuple[int, int]:
+    """``"2000000:276625"`` -> (2000000, 276625)."""
+    start, _, size = text.partition(":")
+    try:
+        return int(start), int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:BYTES, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("input.txt"), help="corpus (default: ./input.txt)")
@@ -56,6 +65,10 @@ def main() -> None:
     parser.add_argument("--average", type=int, action="append", default=[], metavar="K",
                         help="also evaluate an exponential weight average with weight_average=K, kept beside the "
                              "run in numpy (the reference's rule), so several horizons are compared on one run")
+    parser.add_argument("--hold-out", type=hold_out_range, metavar="START:BYTES",
+                        help="train without training bytes [START, START+BYTES) and also report bits/byte on them "
+                             "and on the BYTES after them (seen): how much of the gap to the validation split is the "
+                             "model fitting the files it trains on")
     parser.add_argument("--save", type=Path, metavar="CKPT",
                         help="write the final model as a checkpoint (for eval --breakdown, judge and sample)")
     args = parser.parse_args()
@@ -72,7 +85,17 @@ def main() -> None:
     else:
         engine.init_weights(args.seed)
     first_step = start.step if start else 0
-    windows = WindowSampler(corpus.train, config.streams, config.seq_len)
+    train = corpus.train
+    extra_evals: dict[str, np.ndarray] = {}
+    if args.hold_out:
+        start_byte, size = args.hold_out
+        if start_byte < 0 or size < 2 or start_byte + 2 * size > train.size:
+            raise SystemExit(f"--hold-out {start_byte}:{size}: the held-out bytes and as many after them must lie "
+                             f"inside the {train.size:,}-byte training split")
+        extra_evals = {"held-out train": train[start_byte : start_byte + size],
+                       "seen train": train[start_byte + size : start_byte + 2 * size]}
+        train = np.concatenate([train[:start_byte], train[start_byte + size :]])
+    windows = WindowSampler(train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
     averages = {k: engine.weights.astype(np.int32) << ref.AVERAGE_FRAC_BITS for k in args.average}
     step_seconds, curve = 0.0, []
@@ -90,6 +113,10 @@ def main() -> None:
                 with engine.averaged():
                     print(f"step {step + 1} | average of the run (weight_average={config.weight_average}) | "
                           f"val_bpb {bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size):.4f}", flush=True)
+            with engine.averaged():
+                for name, text in extra_evals.items():
+                    bits = bits_per_byte(engine.eval_bits(text, EVAL_CHUNK), text.size)
+                    print(f"step {step + 1} | {name} | bpb {bits:.4f}", flush=True)
             for k, average in averages.items():
                 training_weights = engine.weights.copy()
                 engine.weights[:] = ref.averaged_weights(average)

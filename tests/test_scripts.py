@@ -31,6 +31,22 @@ def test_fixed_steps_is_reproducible_and_reports_each_evaluation(workdir: Path) 
     assert f'RESULT {{"streams": 16}} final {curve[-1][1]}' in first
 
 
+def test_fixed_steps_hold_out_trains_without_the_slice_and_scores_it(workdir: Path) -> None:
+    args = ("--data", "input.txt", "--preset", "tiny", "--steps", "4", "--eval-every", "2", "--val-bytes", "3000",
+            "--set", "streams=16")
+    full = run_script("fixed_steps.py", *args, cwd=workdir).stdout
+    held = run_script("fixed_steps.py", *args, "--hold-out", "1000:2000", cwd=workdir).stdout
+    scored = re.findall(r"^step (\d+) \| (held-out|seen) train \| bpb ([0-9.]+)", held, re.M)
+    assert [(int(step), name) for step, name, _ in scored] == [(2, "held-out"), (2, "seen"), (4, "held-out"),
+                                                               (4, "seen")]
+    assert all(0 < float(bpb) < 9 for *_, bpb in scored)
+    val_curve = re.compile(r"^step \d+ \| val_bpb ([0-9.]+)", re.M)
+    assert val_curve.findall(held) != val_curve.findall(full), "without the slice the model sees other windows"
+    outside = subprocess.run([sys.executable, str(SCRIPTS / "fixed_steps.py"), *args, "--hold-out", "0:99999999"],
+                             cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert outside.returncode != 0 and "must lie inside the" in outside.stderr
+
+
 def test_fixed_steps_names_an_unknown_setting(workdir: Path) -> None:
     result = subprocess.run([sys.executable, str(SCRIPTS / "fixed_steps.py"), "--set", "widht=3"],
                             cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=60)
