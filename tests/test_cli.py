@@ -121,6 +121,23 @@ def test_ckpt_show_json_and_export(workdir: Path) -> None:
         assert npz["head"].shape == (256, 32)
 
 
+def test_ckpt_list_names_the_step_each_val_bpb_scored(workdir: Path) -> None:
+    """Files are saved more often than the run evaluates: a file's val_bpb belongs to an older step, and
+    ckpt list says which, also for files a resumed run writes."""
+    run_cli("train", "--preset", "tiny", "--steps", "12", "--eval-every", "5", "--save-every", "4",
+            "--run-dir", "R", cwd=workdir, check=True)
+    run_cli("train", "--preset", "tiny", "--steps", "13", "--eval-every", "5", "--save-every", "1",
+            "--run-dir", "R", cwd=workdir, check=True)
+    listing = json.loads(run_cli("ckpt", "list", "--run-dir", "R", "--json", cwd=workdir, check=True).stdout)
+    scored = {(r["step"], r["val_step"]) for r in listing if r["valid"] and r["name"] != "egg.ckpt.best"}
+    # An evaluation (steps 5, 10 and each run's end) writes a file of its own; the files between carry the
+    # last one, and the resumed run carried step 12's over from the checkpoint it resumed.
+    assert {(5, 5), (8, 5), (10, 10), (12, 10), (12, 12), (13, 12), (13, 13)} <= scored
+    lines = run_cli("ckpt", "list", "--run-dir", "R", cwd=workdir, check=True).stdout.decode().splitlines()
+    assert "(step 5)" in next(line for line in lines if "step       8" in line)
+    assert "(step" not in next(line for line in lines if "step      10" in line)
+
+
 def test_sample_on_a_terminal_escapes_control_bytes_and_raw_does_not(workdir: Path) -> None:
     """On a TTY non-printable bytes are shown as \\xNN; --raw writes them as they are."""
     import os

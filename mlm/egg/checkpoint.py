@@ -49,7 +49,9 @@ MAX_BITS_PER_BYTE = 24.0
 #: ``created`` is a unix time between 1970 and the year 9999 (what time.localtime can show).
 MAX_CREATED = 253402300799.0
 #: ``extra`` entries the readers use, with their type.
-EXTRA_TYPES = {"data_sha256": str, "data_path": str}
+#: ``val_step``: the step whose weights ``metrics["val_bpb"]`` scored (a run evaluates every --eval-every steps and
+#: saves more often, so most files carry an older evaluation).
+EXTRA_TYPES = {"data_sha256": str, "data_path": str, "val_step": int}
 #: Configuration fields a run fixes by itself while it runs (a time-budgeted run fixes its cooldown late in
 #: its budget): files of one run may differ in them, so they are no part of the run's identity.
 SCHEDULE_FIELDS = ("cooldown_start", "cooldown_end")

@@ -314,7 +314,8 @@ def ckpt_list(run_dir, as_json) -> None:
     infos = RunDir(run_dir, expected_sizes).scan()
     rows = [{"name": i.name, "exists": i.exists, "valid": i.valid, "reason": i.reason, "step": i.step,
              "created": i.created, "train_loss": i.train_loss, "val_bpb": i.val_bpb,
-             "best_metric": i.best_metric, "tracks": i.best_metric_name, "other_run": i.other_run} for i in infos]
+             "val_step": i.val_step, "best_metric": i.best_metric, "tracks": i.best_metric_name,
+             "other_run": i.other_run} for i in infos]
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -328,9 +329,10 @@ def ckpt_list(run_dir, as_json) -> None:
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
         other = f"  ANOTHER RUN: {r['other_run']}; never resumed" if r["other_run"] else ""
+        scored = f" (step {r['val_step']})" if r["val_step"] not in (None, r["step"]) else ""
         click.echo(f"{r['name']:14} step {r['step']:>7}  {when}  train_loss {format_metric(r['train_loss'])}  "
-                   f"val_bpb {format_metric(r['val_bpb'])}  best {r['tracks']} {format_metric(r['best_metric'])}"
-                   + other)
+                   f"val_bpb {format_metric(r['val_bpb'])}{scored}  best {r['tracks']} "
+                   f"{format_metric(r['best_metric'])}" + other)
     if not any(r["exists"] for r in rows):
         click.echo(f"no checkpoints in {run_dir}")
 

@@ -59,6 +59,8 @@ class SlotInfo:
     created: float | None = None
     train_loss: float | None = None
     val_bpb: float | None = None
+    #: The step whose weights val_bpb scored (None: not recorded, files written before mlm kept it).
+    val_step: int | None = None
     best_metric: float | None = None
     best_metric_name: str | None = None
     #: The run the file belongs to (see :attr:`Checkpoint.identity`).
@@ -129,7 +131,7 @@ class RunDir:
             return SlotInfo(path.name, path, slot, exists=True, valid=False, reason=error.reason)
         return SlotInfo(
             path.name, path, slot, exists=True, valid=True, step=ckpt.step, created=ckpt.created,
-            train_loss=ckpt.metrics["train_loss"], val_bpb=ckpt.metrics["val_bpb"],
+            train_loss=ckpt.metrics["train_loss"], val_bpb=ckpt.metrics["val_bpb"], val_step=ckpt.extra.get("val_step"),
             best_metric=ckpt.metrics["best_metric"], best_metric_name=ckpt.best_metric_name,
             identity=ckpt.identity,
         )

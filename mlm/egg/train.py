@@ -287,6 +287,7 @@ class Trainer:
         state.best = checkpoint.metrics["best_metric"]
         # Without evaluations a carried-over val_bpb would describe older weights than every later file.
         state.last_val = checkpoint.metrics["val_bpb"] if self.settings.eval_every else None
+        state.val_step = checkpoint.extra.get("val_step") if self.settings.eval_every else None
         state.last_train_loss = checkpoint.metrics["train_loss"]
         state.saved_step = checkpoint.step
         config, steps = checkpoint.config, self.settings.steps
@@ -538,7 +539,8 @@ class Trainer:
             weights=self.engine.weights.copy(), state=self.engine.training_state(),
             metrics={"train_loss": state.last_train_loss, "val_bpb": state.last_val, "best_metric": state.best},
             best_metric_name=self.tracked_name,
-            extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve())},
+            extra={"data_sha256": self.corpus.sha256, "data_path": str(self.corpus.path.resolve()),
+                   **({} if state.val_step is None else {"val_step": state.val_step})},
         )
         path = self.run_dir.save(checkpoint)
         state.saved_step = state.step
