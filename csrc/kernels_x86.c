@@ -508,38 +508,55 @@ AVX2 static INLINE __m128i hsum2(__m256i a, __m256i b) {
 }
 
 /* x0·b and x1·b over n values, 32 a step, the rest one by one: the two members of a pair read the
- * same noise b. */
+ * same noise b. One index for the three pointers, so the loop steps one register. */
 AVX2 static INLINE void dot_pair(const int8_t *x0, const int8_t *x1, const int8_t *b, int32_t n, int32_t out[2]) {
-    const int8_t *const end = b + (n & ~31);
+    const int64_t n32 = n & ~31;
     __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
-    for (; b < end; b += 32, x0 += 32, x1 += 32) {
-        const __m256i vb = load(b), v0 = load(x0), v1 = load(x1);
+    for (int64_t p = 0; p < n32; p += 32) {
+        const __m256i vb = load(b + p), v0 = load(x0 + p), v1 = load(x1 + p);
         acc0 = dot4_avx2(acc0, _mm256_abs_epi8(v0), _mm256_sign_epi8(vb, v0));
         acc1 = dot4_avx2(acc1, _mm256_abs_epi8(v1), _mm256_sign_epi8(vb, v1));
     }
     const __m128i sums = hsum2(acc0, acc1);
     out[0] = _mm_cvtsi128_si32(sums);
     out[1] = _mm_extract_epi32(sums, 1);
-    for (int32_t p = n & ~31; p < n; p++, b++, x0++, x1++) out[0] += *x0 * *b, out[1] += *x1 * *b;
+    for (int64_t p = n32; p < n; p++) out[0] += x0[p] * b[p], out[1] += x1[p] * b[p];
 }
 
-/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): row0 gains
- * (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift; each A value is widened once for both. */
+/* 8 rows of a pair: row0 gains (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift. */
+AVX2 static INLINE void rank1_pair_step(int32_t *row0, int32_t *row1, const int8_t *a, __m256i xb0, __m256i xb1,
+                                        __m128i count, __m256i *out0, __m256i *out1) {
+    const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)a));
+    *out0 = _mm256_add_epi32(load32(row0), _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count));
+    *out1 = _mm256_sub_epi32(load32(row1), _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count));
+}
+
+/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): each A value is
+ * widened once for both rows; 32 rows a step, every load of a step before its stores (the build has
+ * -fno-strict-aliasing, so a store would otherwise force the loads after it to wait for it), and one
+ * index for the three pointers. */
 AVX2 static INLINE void add_rank1_pair(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows,
                                        const int32_t xb[2], __m128i count) {
     const __m256i xb0 = _mm256_set1_epi32(xb[0]), xb1 = _mm256_set1_epi32(xb[1]);
-    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
-    for (; a < end16; a += 16, row0 += 16, row1 += 16) {
-        for (int q = 0; q < 2; q++) {
-            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + 8 * q)));
-            const __m256i t0 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count);
-            const __m256i t1 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count);
-            _mm256_storeu_si256((__m256i *)(row0 + 8 * q), _mm256_add_epi32(load32(row0 + 8 * q), t0));
-            _mm256_storeu_si256((__m256i *)(row1 + 8 * q), _mm256_sub_epi32(load32(row1 + 8 * q), t1));
+    const int64_t rows32 = rows & ~31, rows8 = rows & ~7;
+    int64_t r = 0;
+    for (; r < rows32; r += 32) {
+        __m256i v0[4], v1[4];
+        for (int q = 0; q < 4; q++)
+            rank1_pair_step(row0 + r + 8 * q, row1 + r + 8 * q, a + r + 8 * q, xb0, xb1, count, &v0[q], &v1[q]);
+        for (int q = 0; q < 4; q++) {
+            _mm256_storeu_si256((__m256i *)(row0 + r + 8 * q), v0[q]);
+            _mm256_storeu_si256((__m256i *)(row1 + r + 8 * q), v1[q]);
         }
     }
+    for (; r < rows8; r += 8) {
+        __m256i v0, v1;
+        rank1_pair_step(row0 + r, row1 + r, a + r, xb0, xb1, count, &v0, &v1);
+        _mm256_storeu_si256((__m256i *)(row0 + r), v0);
+        _mm256_storeu_si256((__m256i *)(row1 + r), v1);
+    }
     const int32_t shift = _mm_cvtsi128_si32(count);
-    for (; a < end; a++, row0++, row1++) *row0 += (xb[0] * *a) >> shift, *row1 -= (xb[1] * *a) >> shift;
+    for (; r < rows; r++) row0[r] += (xb[0] * a[r]) >> shift, row1[r] -= (xb[1] * a[r]) >> shift;
 }
 
 /* Members in antithetic pairs where they are (adjacent, the same noise, signs +1 then -1: every
