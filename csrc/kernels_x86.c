@@ -562,9 +562,8 @@ AVX2 static INLINE void add_rank1_pair(int32_t *row0, int32_t *row1, const int8_
 /* The rank-1 terms of `pairs` consecutive antithetic pairs, x and acc at the first pair's first member.
  * A function of its own (not inlined), so that its loop keeps its pointers in registers: inlined
  * beside the one-member path, GCC spilled them and spent ~95 instructions a pair on bookkeeping. */
-__attribute__((noinline)) AVX2 static void rank1_pairs(int32_t pairs, int32_t rows, int32_t cols, const int8_t *x,
-                                                       const int8_t *const *noise, int64_t noise_off, __m128i count,
-                                                       int32_t *acc) {
+AVX2 static INLINE void rank1_pairs_any(int32_t pairs, int32_t rows, int32_t cols, const int8_t *x,
+                                        const int8_t *const *noise, int64_t noise_off, __m128i count, int32_t *acc) {
     const int64_t x_step = 2 * (int64_t)cols, acc_step = 2 * (int64_t)rows;
     for (int32_t p = 0; p < pairs; p++, x += x_step, acc += acc_step) {
         const int8_t *a = noise[2 * p] + noise_off;
@@ -572,6 +571,17 @@ __attribute__((noinline)) AVX2 static void rank1_pairs(int32_t pairs, int32_t ro
         dot_pair(x, x + cols, a + rows, cols, xb);
         add_rank1_pair(acc, acc + rows, a, rows, xb, count);
     }
+}
+
+__attribute__((noinline)) AVX2 static void rank1_pairs(int32_t pairs, int32_t rows, int32_t cols, const int8_t *x,
+                                                       const int8_t *const *noise, int64_t noise_off, __m128i count,
+                                                       int32_t *acc) {
+    /* Sizes that are multiples of 32 (every tensor of the presets) get a copy without the tails:
+     * their loop counts are then known to divide, which frees the registers the tails held. */
+    if (rows % 32 == 0 && cols % 32 == 0)
+        rank1_pairs_any(pairs, rows & ~31, cols & ~31, x, noise, noise_off, count, acc);
+    else
+        rank1_pairs_any(pairs, rows, cols, x, noise, noise_off, count, acc);
 }
 
 /* Members in antithetic pairs where they are (adjacent, the same noise, signs +1 then -1: every
