@@ -627,11 +627,12 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
 
 /* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by byte shuffles, 32 logits a step.
  * With k = v % 16, e = v / 16 and f = EXP2_FRAC[k] = 65536 + d (d < 2^16), a term is
- * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of 2^e by e; the
+ * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of q = 2^e by e; the
  * bytes are paired into 16-bit lanes, and vpmullw / vpmulhuw give the low and high halves of
- * d · 2^e (< 2^31). Sums: the high halves (< 2^15) by vpmaddwd; the low halves, unsigned, by
- * vpmaddwd after an xor with 0x8000 (each lane then counts 32768 less, added back at the end);
- * 2^e by vpsadbw on its two bytes. Every int32 lane adds at most 16 pair sums below 2^17. */
+ * d · q (< 2^31). The high half is below q (d < 2^16), so high half + q < 2q <= 2^16 is one unsigned
+ * 16-bit value of weight 2^16: the 2^(16 + e) of the term rides with it. Both kinds of 16-bit
+ * values are summed by vpmaddwd after an xor with 0x8000 (unsigned to signed: each lane then
+ * counts 32768 less, added back at the end). Every int32 lane adds at most 16 pair sums below 2^17. */
 AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
     /* the low and high bytes of EGG_EXP2_FRAC[k] - 65536 */
     const __m256i d_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(
@@ -646,32 +647,28 @@ AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
     const __m256i pow_hi = _mm256_broadcastsi128_si256(
         _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0));
     const __m256i nibble = _mm256_set1_epi8(15), flip = _mm256_set1_epi16(-32768), ones = _mm256_set1_epi16(1);
-    __m256i low = _mm256_setzero_si256(), high = low, pow_sum = low;
+    __m256i low = _mm256_setzero_si256(), high = low;
 #pragma GCC unroll 1 /* unrolled, GCC keeps every step's sums apart and spills them */
     for (int p = 0; p < EGG_VOCAB; p += 32) {
         const __m256i v = load(logits + p); /* k = v % 16 is the logit's low nibble too */
         const __m256i k = _mm256_and_si256(v, nibble), e = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
         const __m256i dl = _mm256_shuffle_epi8(d_lo, k), dh = _mm256_shuffle_epi8(d_hi, k);
         const __m256i pl = _mm256_shuffle_epi8(pow_lo, e), ph = _mm256_shuffle_epi8(pow_hi, e);
-        pow_sum = _mm256_add_epi64(pow_sum, _mm256_sad_epu8(pl, _mm256_setzero_si256()));
-        pow_sum = _mm256_add_epi64(pow_sum, _mm256_slli_epi64(_mm256_sad_epu8(ph, _mm256_setzero_si256()), 8));
         for (int half = 0; half < 2; half++) {
             const __m256i d = half ? _mm256_unpackhi_epi8(dl, dh) : _mm256_unpacklo_epi8(dl, dh);
             const __m256i q = half ? _mm256_unpackhi_epi8(pl, ph) : _mm256_unpacklo_epi8(pl, ph);
-            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_mulhi_epu16(d, q);
+            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_add_epi16(_mm256_mulhi_epu16(d, q), q);
             low = _mm256_add_epi32(low, _mm256_madd_epi16(_mm256_xor_si256(lo16, flip), ones));
-            high = _mm256_add_epi32(high, _mm256_madd_epi16(hi16, ones));
+            high = _mm256_add_epi32(high, _mm256_madd_epi16(_mm256_xor_si256(hi16, flip), ones));
         }
     }
     /* Both lane sums fit int32 (each lane is below 2^21 in magnitude): [low, high, low, high] */
     __m256i sums = _mm256_hadd_epi32(low, high);
     sums = _mm256_hadd_epi32(sums, sums);
     const __m128i lh = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-    const __m128i p2 = _mm_add_epi64(_mm256_castsi256_si128(pow_sum), _mm256_extracti128_si256(pow_sum, 1));
-    const int64_t pows = _mm_cvtsi128_si64(p2) + _mm_extract_epi64(p2, 1);
-    /* each of the 256 low halves was counted 32768 less */
-    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm_cvtsi128_si32(lh) +
-                      (((int64_t)_mm_extract_epi32(lh, 1) + pows) << 16));
+    /* each of the 256 low and 256 high values was counted 32768 less */
+    const int64_t offset = (int64_t)EGG_VOCAB * 32768;
+    return (uint64_t)(offset + _mm_cvtsi128_si32(lh) + ((offset + _mm_extract_epi32(lh, 1)) << 16));
 }
 
 /* egg_log2_q16 of four sums at once: the mantissa y < 2^31 before each squaring, so vpmuludq
