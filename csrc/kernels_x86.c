@@ -788,26 +788,24 @@ AVX512 static INLINE uint64_t exp2_sum_avx512(const int8_t *logits) {
     const __m512i pow_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0,
                                                                 0, 0));
     const __m512i nibble = _mm512_set1_epi8(15), flip = _mm512_set1_epi16(-32768), ones = _mm512_set1_epi16(1);
-    __m512i low = _mm512_setzero_si512(), high = low, pow_sum = low;
+    __m512i low = _mm512_setzero_si512(), high = low;
 #pragma GCC unroll 1
     for (int p = 0; p < EGG_VOCAB; p += 64) {
         const __m512i v = _mm512_loadu_si512(logits + p);
         const __m512i k = _mm512_and_si512(v, nibble), e = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
         const __m512i dl = _mm512_shuffle_epi8(d_lo, k), dh = _mm512_shuffle_epi8(d_hi, k);
         const __m512i pl = _mm512_shuffle_epi8(pow_lo, e), ph = _mm512_shuffle_epi8(pow_hi, e);
-        pow_sum = _mm512_add_epi64(pow_sum, _mm512_sad_epu8(pl, _mm512_setzero_si512()));
-        pow_sum = _mm512_add_epi64(pow_sum, _mm512_slli_epi64(_mm512_sad_epu8(ph, _mm512_setzero_si512()), 8));
         for (int half = 0; half < 2; half++) {
             const __m512i d = half ? _mm512_unpackhi_epi8(dl, dh) : _mm512_unpacklo_epi8(dl, dh);
             const __m512i q = half ? _mm512_unpackhi_epi8(pl, ph) : _mm512_unpacklo_epi8(pl, ph);
-            const __m512i lo16 = _mm512_mullo_epi16(d, q), hi16 = _mm512_mulhi_epu16(d, q);
+            const __m512i lo16 = _mm512_mullo_epi16(d, q), hi16 = _mm512_add_epi16(_mm512_mulhi_epu16(d, q), q);
             low = _mm512_add_epi32(low, _mm512_madd_epi16(_mm512_xor_si512(lo16, flip), ones));
-            high = _mm512_add_epi32(high, _mm512_madd_epi16(hi16, ones));
+            high = _mm512_add_epi32(high, _mm512_madd_epi16(_mm512_xor_si512(hi16, flip), ones));
         }
     }
-    /* each of the 256 low halves was counted 32768 less */
-    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm512_reduce_add_epi32(low) +
-                      (((int64_t)_mm512_reduce_add_epi32(high) + _mm512_reduce_add_epi64(pow_sum)) << 16));
+    /* each of the 256 low and 256 high values was counted 32768 less */
+    const int64_t offset = (int64_t)EGG_VOCAB * 32768;
+    return (uint64_t)(offset + _mm512_reduce_add_epi32(low) + ((offset + _mm512_reduce_add_epi32(high)) << 16));
 }
 
 TOKEN_LOSSES(token_losses_avx512, AVX512, exp2_sum_avx512)
