@@ -411,7 +411,40 @@ AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t
     if (j < n) egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
 }
 
-/* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
+/* (x·w·inv) >> 19 in 16-bit lanes for 32768 <= inv <= 2^17 (a mean |x| of 8..32), 16 values: with
+ * inv = k 2^15 + r (0 <= r < 2^15, k = k1 + k2, each 0..2), floor(x·w·inv / 2^15) is
+ * mulhi(2 x·w, r) + k1 x·w + k2 x·w (|2 x·w| <= 32258 and |k x·w| <= 32258 fit int16), and >> 19 is
+ * that >> 4. The 16-bit sums saturate only where the true sum is beyond +-32767, and on its side (every
+ * term has the sign of x·w): then >> 4 is beyond +-127 either way. k2 = 0 (two = 0) skips a term. */
+AVX2 static INLINE __m256i norm16_wide(const int8_t *x, const int8_t *w, __m256i r16, __m256i k1, __m256i k2,
+                                       int two) {
+    const __m256i xw = _mm256_mullo_epi16(cvt16(x), cvt16(w));
+    __m256i t = _mm256_adds_epi16(_mm256_mulhi_epi16(_mm256_add_epi16(xw, xw), r16), _mm256_mullo_epi16(xw, k1));
+    if (two) t = _mm256_adds_epi16(t, _mm256_mullo_epi16(xw, k2));
+    return _mm256_srai_epi16(t, EGG_LN_OUT_SHIFT - 15);
+}
+
+/* One row of the norm through norm16_wide, 32 values a step (egg_layer_norm_row for an odd width). */
+AVX2 static INLINE void norm_row_wide(const int8_t *x, const int8_t *w, int32_t h, int32_t inv, int two,
+                                      int8_t *out) {
+    const int32_t k = inv >> 15, k1 = k < 2 ? k : 2;
+    const __m256i r16 = _mm256_set1_epi16((int16_t)(inv & 32767));
+    const __m256i k1v = _mm256_set1_epi16((int16_t)k1), k2v = _mm256_set1_epi16((int16_t)(k - k1));
+    int32_t c = 0;
+    for (; c + 32 <= h; c += 32) {
+        const __m256i v0 = norm16_wide(x + c, w + c, r16, k1v, k2v, two);
+        const __m256i v1 = norm16_wide(x + c + 16, w + c + 16, r16, k1v, k2v, two);
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(v0, v1), 0xD8);
+        _mm256_storeu_si256((__m256i *)(out + c), _mm256_max_epi8(packed, SAT8_MIN));
+    }
+    if (c + 16 <= h) {
+        _mm_storeu_si128((__m128i *)(out + c), narrow16(norm16_wide(x + c, w + c, r16, k1v, k2v, two)));
+        c += 16;
+    }
+    if (c < h) egg_layer_norm_row(x, w, h, out); /* an odd width: the whole row again, the same bits */
+}
+
+/* sum |x| by vpsadbw against zero; 16-bit lanes for every mean |x| of 8 and more. */
 AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
                                  int8_t *out) {
     const uint64_t per_h = egg_reciprocal(h); /* one divide per call, not per member */
@@ -452,27 +485,10 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
             if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
             continue;
         }
-        const __m256i inv = _mm256_set1_epi32(inv_scalar);
-        for (c = 0; c + 32 <= h; c += 32) {
-            const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
-            const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
-            __m256i p[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw0)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw0, 1)),
-                            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw1)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw1, 1))};
-            for (int q = 0; q < 4; q++) p[q] = _mm256_srai_epi32(_mm256_mullo_epi32(p[q], inv), EGG_LN_OUT_SHIFT);
-            _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(pack_i32_i8(p[0], p[1], p[2], p[3]), SAT8_MIN));
-        }
-        for (; c + 16 <= h; c += 16) {
-            const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
-                                                  _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
-            const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw)), inv);
-            const __m256i hi = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw, 1)), inv);
-            const __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(lo, EGG_LN_OUT_SHIFT),
-                                                 _mm256_srai_epi32(hi, EGG_LN_OUT_SHIFT));
-            _mm_storeu_si128((__m128i *)(oi + c), narrow16(_mm256_permute4x64_epi64(v, 0xD8)));
-        }
-        if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
+        if (inv_scalar <= 2 * 32768) /* mean |x| 16..32: k = 1 or 2 */
+            norm_row_wide(xi, wi, h, inv_scalar, 0, oi);
+        else /* 8..15: k = 2..4 */
+            norm_row_wide(xi, wi, h, inv_scalar, 1, oi);
     }
 }
 
