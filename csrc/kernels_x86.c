@@ -430,7 +430,7 @@ AVX2 static INLINE void norm_row_wide(const int8_t *x, const int8_t *w, int32_t 
     const int32_t k = inv >> 15, k1 = k < 2 ? k : 2;
     const __m256i r16 = _mm256_set1_epi16((int16_t)(inv & 32767));
     const __m256i k1v = _mm256_set1_epi16((int16_t)k1), k2v = _mm256_set1_epi16((int16_t)(k - k1));
-    int32_t c = 0;
+    int64_t c = 0;
     for (; c + 32 <= h; c += 32) {
         const __m256i v0 = norm16_wide(x + c, w + c, r16, k1v, k2v, two);
         const __m256i v1 = norm16_wide(x + c + 16, w + c + 16, r16, k1v, k2v, two);
@@ -452,7 +452,7 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
         const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
         int8_t *oi = out + (int64_t)i * h;
         __m256i sums = _mm256_setzero_si256();
-        int32_t c = 0;
+        int64_t c = 0; /* 64-bit indices: no sign extension per step */
         for (; c + 32 <= h; c += 32) sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_abs_epi8(load(xi + c)),
                                                                                _mm256_setzero_si256()));
         const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
