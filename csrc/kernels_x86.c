@@ -352,7 +352,7 @@ AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax,
     for (int32_t i = 0; i < members; i++) {
         const int64_t row = (int64_t)i * h;
         const int8_t *b = bias + i * bias_stride;
-        int32_t c = 0;
+        int64_t c = 0; /* 64-bit indices: no sign extension per step */
         for (; c + 32 <= h; c += 32) {
             const int32_t *x = ax + row + c, *y = ah + row + c;
             __m256i sum[4];
@@ -630,7 +630,7 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
                                     int32_t sign, int8_t *out) {
     const __m256i scale16 = _mm256_set1_epi16((int16_t)scale);
     const __m128i count = _mm_cvtsi32_si128(shift);
-    int32_t c = 0;
+    int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
         const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
         const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + c)));
