@@ -82,6 +82,7 @@ static void workspace_free(workspace *w) {
 
 /* Norm weights and biases with each member's perturbation applied, once per block. */
 static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vectors) {
+    const egg_elementwise *e = egg_active_kernels()->elementwise; /* once, not per member: a call */
     for (int32_t t = 0; t < m->n_tensors; t++) {
         const egg_tensor *ten = &m->tensors[t];
         if (ten->vec_off < 0) continue;
@@ -93,8 +94,7 @@ static void perturb_vectors(const egg_model *m, const egg_block *b, int8_t *vect
                 continue;
             }
             const int8_t *a = b->noise[i] + ten->noise_off;
-            egg_active_kernels()->elementwise->perturbed_row(w, a + ten->rows, a[0], ten->cols, m->cfg.noise_shift,
-                                                             b->signs[i], out);
+            e->perturbed_row(w, a + ten->rows, a[0], ten->cols, m->cfg.noise_shift, b->signs[i], out);
         }
     }
 }
@@ -115,6 +115,7 @@ static void linear_acc(const egg_model *m, const egg_block *b, int tensor, const
 static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *resid) {
     const egg_tensor *t = &m->tensors[m->embedding];
     const int32_t h = m->cfg.hidden;
+    const egg_elementwise *e = egg_active_kernels()->elementwise; /* once, not per member: a call */
     for (int32_t i = 0; i < b->members; i++) {
         const uint8_t tok = b->tokens[i][step];
         const int8_t *row = m->weights + t->offset + (int64_t)tok * h;
@@ -124,8 +125,7 @@ static void embed(const egg_model *m, const egg_block *b, int32_t step, int8_t *
             continue;
         }
         const int8_t *a = b->noise[i] + t->noise_off;
-        egg_active_kernels()->elementwise->perturbed_row(row, a + t->rows, a[tok], h, m->cfg.noise_shift, b->signs[i],
-                                                         out);
+        e->perturbed_row(row, a + t->rows, a[tok], h, m->cfg.noise_shift, b->signs[i], out);
     }
 }
 

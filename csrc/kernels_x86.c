@@ -352,7 +352,7 @@ AVX2 static void gru_combine_avx2(int32_t members, int32_t h, const int32_t *ax,
     for (int32_t i = 0; i < members; i++) {
         const int64_t row = (int64_t)i * h;
         const int8_t *b = bias + i * bias_stride;
-        int32_t c = 0;
+        int64_t c = 0; /* 64-bit indices: no sign extension per step */
         for (; c + 32 <= h; c += 32) {
             const int32_t *x = ax + row + c, *y = ah + row + c;
             __m256i sum[4];
@@ -411,7 +411,40 @@ AVX2 static void gru_update_avx2(const int8_t *gate, const int8_t *cand, int64_t
     if (j < n) egg_elementwise_scalar.gru_update(gate + j, cand + j, n - j, hidden + j, resid + j);
 }
 
-/* sum |x| by vpsadbw against zero; the int32 path of the norm as in egg_layer_norm_row. */
+/* (x·w·inv) >> 19 in 16-bit lanes for 32768 <= inv <= 2^17 (a mean |x| of 8..32), 16 values: with
+ * inv = k 2^15 + r (0 <= r < 2^15, k = k1 + k2, each 0..2), floor(x·w·inv / 2^15) is
+ * mulhi(2 x·w, r) + k1 x·w + k2 x·w (|2 x·w| <= 32258 and |k x·w| <= 32258 fit int16), and >> 19 is
+ * that >> 4. The 16-bit sums saturate only where the true sum is beyond +-32767, and on its side (every
+ * term has the sign of x·w): then >> 4 is beyond +-127 either way. k2 = 0 (two = 0) skips a term. */
+AVX2 static INLINE __m256i norm16_wide(const int8_t *x, const int8_t *w, __m256i r16, __m256i k1, __m256i k2,
+                                       int two) {
+    const __m256i xw = _mm256_mullo_epi16(cvt16(x), cvt16(w));
+    __m256i t = _mm256_adds_epi16(_mm256_mulhi_epi16(_mm256_add_epi16(xw, xw), r16), _mm256_mullo_epi16(xw, k1));
+    if (two) t = _mm256_adds_epi16(t, _mm256_mullo_epi16(xw, k2));
+    return _mm256_srai_epi16(t, EGG_LN_OUT_SHIFT - 15);
+}
+
+/* One row of the norm through norm16_wide, 32 values a step (egg_layer_norm_row for an odd width). */
+AVX2 static INLINE void norm_row_wide(const int8_t *x, const int8_t *w, int32_t h, int32_t inv, int two,
+                                      int8_t *out) {
+    const int32_t k = inv >> 15, k1 = k < 2 ? k : 2;
+    const __m256i r16 = _mm256_set1_epi16((int16_t)(inv & 32767));
+    const __m256i k1v = _mm256_set1_epi16((int16_t)k1), k2v = _mm256_set1_epi16((int16_t)(k - k1));
+    int64_t c = 0;
+    for (; c + 32 <= h; c += 32) {
+        const __m256i v0 = norm16_wide(x + c, w + c, r16, k1v, k2v, two);
+        const __m256i v1 = norm16_wide(x + c + 16, w + c + 16, r16, k1v, k2v, two);
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(v0, v1), 0xD8);
+        _mm256_storeu_si256((__m256i *)(out + c), _mm256_max_epi8(packed, SAT8_MIN));
+    }
+    if (c + 16 <= h) {
+        _mm_storeu_si128((__m128i *)(out + c), narrow16(norm16_wide(x + c, w + c, r16, k1v, k2v, two)));
+        c += 16;
+    }
+    if (c < h) egg_layer_norm_row(x, w, h, out); /* an odd width: the whole row again, the same bits */
+}
+
+/* sum |x| by vpsadbw against zero; 16-bit lanes for every mean |x| of 8 and more. */
 AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, const int8_t *w, int64_t w_stride,
                                  int8_t *out) {
     const uint64_t per_h = egg_reciprocal(h); /* one divide per call, not per member */
@@ -419,7 +452,7 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
         const int8_t *xi = x + (int64_t)i * h, *wi = w + i * w_stride;
         int8_t *oi = out + (int64_t)i * h;
         __m256i sums = _mm256_setzero_si256();
-        int32_t c = 0;
+        int64_t c = 0; /* 64-bit indices: no sign extension per step */
         for (; c + 32 <= h; c += 32) sums = _mm256_add_epi64(sums, _mm256_sad_epu8(_mm256_abs_epi8(load(xi + c)),
                                                                                _mm256_setzero_si256()));
         const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
@@ -452,27 +485,10 @@ AVX2 static void layer_norm_avx2(int32_t members, int32_t h, const int8_t *x, co
             if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
             continue;
         }
-        const __m256i inv = _mm256_set1_epi32(inv_scalar);
-        for (c = 0; c + 32 <= h; c += 32) {
-            const __m256i xw0 = _mm256_mullo_epi16(cvt16(xi + c), cvt16(wi + c));
-            const __m256i xw1 = _mm256_mullo_epi16(cvt16(xi + c + 16), cvt16(wi + c + 16));
-            __m256i p[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw0)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw0, 1)),
-                            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw1)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw1, 1))};
-            for (int q = 0; q < 4; q++) p[q] = _mm256_srai_epi32(_mm256_mullo_epi32(p[q], inv), EGG_LN_OUT_SHIFT);
-            _mm256_storeu_si256((__m256i *)(oi + c), _mm256_max_epi8(pack_i32_i8(p[0], p[1], p[2], p[3]), SAT8_MIN));
-        }
-        for (; c + 16 <= h; c += 16) {
-            const __m256i xw = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xi + c))),
-                                                  _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wi + c))));
-            const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(xw)), inv);
-            const __m256i hi = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(xw, 1)), inv);
-            const __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(lo, EGG_LN_OUT_SHIFT),
-                                                 _mm256_srai_epi32(hi, EGG_LN_OUT_SHIFT));
-            _mm_storeu_si128((__m128i *)(oi + c), narrow16(_mm256_permute4x64_epi64(v, 0xD8)));
-        }
-        if (c < h) egg_layer_norm_row(xi, wi, h, oi); /* an odd width: the whole row again, the same bits */
+        if (inv_scalar <= 2 * 32768) /* mean |x| 16..32: k = 1 or 2 */
+            norm_row_wide(xi, wi, h, inv_scalar, 0, oi);
+        else /* 8..15: k = 2..4 */
+            norm_row_wide(xi, wi, h, inv_scalar, 1, oi);
     }
 }
 
@@ -508,38 +524,80 @@ AVX2 static INLINE __m128i hsum2(__m256i a, __m256i b) {
 }
 
 /* x0·b and x1·b over n values, 32 a step, the rest one by one: the two members of a pair read the
- * same noise b. */
+ * same noise b. One index for the three pointers, so the loop steps one register. */
 AVX2 static INLINE void dot_pair(const int8_t *x0, const int8_t *x1, const int8_t *b, int32_t n, int32_t out[2]) {
-    const int8_t *const end = b + (n & ~31);
+    const int64_t n32 = n & ~31;
     __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
-    for (; b < end; b += 32, x0 += 32, x1 += 32) {
-        const __m256i vb = load(b), v0 = load(x0), v1 = load(x1);
+    for (int64_t p = 0; p < n32; p += 32) {
+        const __m256i vb = load(b + p), v0 = load(x0 + p), v1 = load(x1 + p);
         acc0 = dot4_avx2(acc0, _mm256_abs_epi8(v0), _mm256_sign_epi8(vb, v0));
         acc1 = dot4_avx2(acc1, _mm256_abs_epi8(v1), _mm256_sign_epi8(vb, v1));
     }
     const __m128i sums = hsum2(acc0, acc1);
     out[0] = _mm_cvtsi128_si32(sums);
     out[1] = _mm_extract_epi32(sums, 1);
-    for (int32_t p = n & ~31; p < n; p++, b++, x0++, x1++) out[0] += *x0 * *b, out[1] += *x1 * *b;
+    for (int64_t p = n32; p < n; p++) out[0] += x0[p] * b[p], out[1] += x1[p] * b[p];
 }
 
-/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): row0 gains
- * (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift; each A value is widened once for both. */
+/* 8 rows of a pair: row0 gains (xb0 · a) >> shift, row1 loses (xb1 · a) >> shift. */
+AVX2 static INLINE void rank1_pair_step(int32_t *row0, int32_t *row1, const int8_t *a, __m256i xb0, __m256i xb1,
+                                        __m128i count, __m256i *out0, __m256i *out1) {
+    const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)a));
+    *out0 = _mm256_add_epi32(load32(row0), _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count));
+    *out1 = _mm256_sub_epi32(load32(row1), _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count));
+}
+
+/* The rank-1 terms of a pair (members i, i + 1 with the same noise and signs +1, -1): each A value is
+ * widened once for both rows; 32 rows a step, every load of a step before its stores (the build has
+ * -fno-strict-aliasing, so a store would otherwise force the loads after it to wait for it), and one
+ * index for the three pointers. */
 AVX2 static INLINE void add_rank1_pair(int32_t *row0, int32_t *row1, const int8_t *a, int32_t rows,
                                        const int32_t xb[2], __m128i count) {
     const __m256i xb0 = _mm256_set1_epi32(xb[0]), xb1 = _mm256_set1_epi32(xb[1]);
-    const int8_t *const end16 = a + (rows & ~15), *const end = a + rows;
-    for (; a < end16; a += 16, row0 += 16, row1 += 16) {
-        for (int q = 0; q < 2; q++) {
-            const __m256i a32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(a + 8 * q)));
-            const __m256i t0 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb0), count);
-            const __m256i t1 = _mm256_sra_epi32(_mm256_mullo_epi32(a32, xb1), count);
-            _mm256_storeu_si256((__m256i *)(row0 + 8 * q), _mm256_add_epi32(load32(row0 + 8 * q), t0));
-            _mm256_storeu_si256((__m256i *)(row1 + 8 * q), _mm256_sub_epi32(load32(row1 + 8 * q), t1));
+    const int64_t rows32 = rows & ~31, rows8 = rows & ~7;
+    int64_t r = 0;
+    for (; r < rows32; r += 32) {
+        __m256i v0[4], v1[4];
+        for (int q = 0; q < 4; q++)
+            rank1_pair_step(row0 + r + 8 * q, row1 + r + 8 * q, a + r + 8 * q, xb0, xb1, count, &v0[q], &v1[q]);
+        for (int q = 0; q < 4; q++) {
+            _mm256_storeu_si256((__m256i *)(row0 + r + 8 * q), v0[q]);
+            _mm256_storeu_si256((__m256i *)(row1 + r + 8 * q), v1[q]);
         }
     }
+    for (; r < rows8; r += 8) {
+        __m256i v0, v1;
+        rank1_pair_step(row0 + r, row1 + r, a + r, xb0, xb1, count, &v0, &v1);
+        _mm256_storeu_si256((__m256i *)(row0 + r), v0);
+        _mm256_storeu_si256((__m256i *)(row1 + r), v1);
+    }
     const int32_t shift = _mm_cvtsi128_si32(count);
-    for (; a < end; a++, row0++, row1++) *row0 += (xb[0] * *a) >> shift, *row1 -= (xb[1] * *a) >> shift;
+    for (; r < rows; r++) row0[r] += (xb[0] * a[r]) >> shift, row1[r] -= (xb[1] * a[r]) >> shift;
+}
+
+/* The rank-1 terms of `pairs` consecutive antithetic pairs, x and acc at the first pair's first member.
+ * A function of its own (not inlined), so that its loop keeps its pointers in registers: inlined
+ * beside the one-member path, GCC spilled them and spent ~95 instructions a pair on bookkeeping. */
+AVX2 static INLINE void rank1_pairs_any(int32_t pairs, int32_t rows, int32_t cols, const int8_t *x,
+                                        const int8_t *const *noise, int64_t noise_off, __m128i count, int32_t *acc) {
+    const int64_t x_step = 2 * (int64_t)cols, acc_step = 2 * (int64_t)rows;
+    for (int32_t p = 0; p < pairs; p++, x += x_step, acc += acc_step) {
+        const int8_t *a = noise[2 * p] + noise_off;
+        int32_t xb[2];
+        dot_pair(x, x + cols, a + rows, cols, xb);
+        add_rank1_pair(acc, acc + rows, a, rows, xb, count);
+    }
+}
+
+__attribute__((noinline)) AVX2 static void rank1_pairs(int32_t pairs, int32_t rows, int32_t cols, const int8_t *x,
+                                                       const int8_t *const *noise, int64_t noise_off, __m128i count,
+                                                       int32_t *acc) {
+    /* Sizes that are multiples of 32 (every tensor of the presets) get a copy without the tails:
+     * their loop counts are then known to divide, which frees the registers the tails held. */
+    if (rows % 32 == 0 && cols % 32 == 0)
+        rank1_pairs_any(pairs, rows & ~31, cols & ~31, x, noise, noise_off, count, acc);
+    else
+        rank1_pairs_any(pairs, rows, cols, x, noise, noise_off, count, acc);
 }
 
 /* Members in antithetic pairs where they are (adjacent, the same noise, signs +1 then -1: every
@@ -548,16 +606,17 @@ AVX2 static void rank1_avx2(int32_t members, int32_t rows, int32_t cols, const i
                             int64_t noise_off, const int8_t *signs, int32_t shift, int32_t *acc) {
     const __m128i count = _mm_cvtsi32_si128(shift);
     for (int32_t i = 0; i < members;) {
+        int32_t j = i; /* the run of pairs from i: members [i, j) */
+        while (j + 1 < members && signs[j] > 0 && signs[j + 1] < 0 && noise[j + 1] == noise[j]) j += 2;
+        if (j > i) {
+            rank1_pairs((j - i) / 2, rows, cols, x + (int64_t)i * cols, noise + i, noise_off, count,
+                        acc + (int64_t)i * rows);
+            i = j;
+            continue;
+        }
         const int8_t *a = noise[i] + noise_off;
         const int8_t *xi = x + (int64_t)i * cols;
         int32_t *row = acc + (int64_t)i * rows;
-        if (i + 1 < members && signs[i] > 0 && signs[i + 1] < 0 && noise[i + 1] == noise[i]) {
-            int32_t xb[2];
-            dot_pair(xi, xi + cols, a + rows, cols, xb);
-            add_rank1_pair(row, row + rows, a, rows, xb, count);
-            i += 2;
-            continue;
-        }
         if (signs[i] > 0)
             add_rank1_avx2(row, a, rows, dot_any(dot4_avx2, xi, a + rows, cols), count, 1);
         else if (signs[i] < 0)
@@ -571,7 +630,7 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
                                     int32_t sign, int8_t *out) {
     const __m256i scale16 = _mm256_set1_epi16((int16_t)scale);
     const __m128i count = _mm_cvtsi32_si128(shift);
-    int32_t c = 0;
+    int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
         const __m256i b16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + c)));
         const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + c)));
@@ -584,11 +643,12 @@ AVX2 static void perturbed_row_avx2(const int8_t *w, const int8_t *b, int32_t sc
 
 /* The sum of 2^(v/16) in Q16 over 256 logits, v = logit + 128, by byte shuffles, 32 logits a step.
  * With k = v % 16, e = v / 16 and f = EXP2_FRAC[k] = 65536 + d (d < 2^16), a term is
- * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of 2^e by e; the
+ * f · 2^e = 2^(16 + e) + d · 2^e. vpshufb looks up the bytes of d by k and of q = 2^e by e; the
  * bytes are paired into 16-bit lanes, and vpmullw / vpmulhuw give the low and high halves of
- * d · 2^e (< 2^31). Sums: the high halves (< 2^15) by vpmaddwd; the low halves, unsigned, by
- * vpmaddwd after an xor with 0x8000 (each lane then counts 32768 less, added back at the end);
- * 2^e by vpsadbw on its two bytes. Every int32 lane adds at most 16 pair sums below 2^17. */
+ * d · q (< 2^31). The high half is below q (d < 2^16), so high half + q < 2q <= 2^16 is one unsigned
+ * 16-bit value of weight 2^16: the 2^(16 + e) of the term rides with it. Both kinds of 16-bit
+ * values are summed by vpmaddwd after an xor with 0x8000 (unsigned to signed: each lane then
+ * counts 32768 less, added back at the end). Every int32 lane adds at most 16 pair sums below 2^17. */
 AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
     /* the low and high bytes of EGG_EXP2_FRAC[k] - 65536 */
     const __m256i d_lo = _mm256_broadcastsi128_si256(_mm_setr_epi8(
@@ -603,32 +663,28 @@ AVX2 static INLINE uint64_t exp2_sum_avx2(const int8_t *logits) {
     const __m256i pow_hi = _mm256_broadcastsi128_si256(
         _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0, 0, 0));
     const __m256i nibble = _mm256_set1_epi8(15), flip = _mm256_set1_epi16(-32768), ones = _mm256_set1_epi16(1);
-    __m256i low = _mm256_setzero_si256(), high = low, pow_sum = low;
+    __m256i low = _mm256_setzero_si256(), high = low;
 #pragma GCC unroll 1 /* unrolled, GCC keeps every step's sums apart and spills them */
     for (int p = 0; p < EGG_VOCAB; p += 32) {
         const __m256i v = load(logits + p); /* k = v % 16 is the logit's low nibble too */
         const __m256i k = _mm256_and_si256(v, nibble), e = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
         const __m256i dl = _mm256_shuffle_epi8(d_lo, k), dh = _mm256_shuffle_epi8(d_hi, k);
         const __m256i pl = _mm256_shuffle_epi8(pow_lo, e), ph = _mm256_shuffle_epi8(pow_hi, e);
-        pow_sum = _mm256_add_epi64(pow_sum, _mm256_sad_epu8(pl, _mm256_setzero_si256()));
-        pow_sum = _mm256_add_epi64(pow_sum, _mm256_slli_epi64(_mm256_sad_epu8(ph, _mm256_setzero_si256()), 8));
         for (int half = 0; half < 2; half++) {
             const __m256i d = half ? _mm256_unpackhi_epi8(dl, dh) : _mm256_unpacklo_epi8(dl, dh);
             const __m256i q = half ? _mm256_unpackhi_epi8(pl, ph) : _mm256_unpacklo_epi8(pl, ph);
-            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_mulhi_epu16(d, q);
+            const __m256i lo16 = _mm256_mullo_epi16(d, q), hi16 = _mm256_add_epi16(_mm256_mulhi_epu16(d, q), q);
             low = _mm256_add_epi32(low, _mm256_madd_epi16(_mm256_xor_si256(lo16, flip), ones));
-            high = _mm256_add_epi32(high, _mm256_madd_epi16(hi16, ones));
+            high = _mm256_add_epi32(high, _mm256_madd_epi16(_mm256_xor_si256(hi16, flip), ones));
         }
     }
     /* Both lane sums fit int32 (each lane is below 2^21 in magnitude): [low, high, low, high] */
     __m256i sums = _mm256_hadd_epi32(low, high);
     sums = _mm256_hadd_epi32(sums, sums);
     const __m128i lh = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
-    const __m128i p2 = _mm_add_epi64(_mm256_castsi256_si128(pow_sum), _mm256_extracti128_si256(pow_sum, 1));
-    const int64_t pows = _mm_cvtsi128_si64(p2) + _mm_extract_epi64(p2, 1);
-    /* each of the 256 low halves was counted 32768 less */
-    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm_cvtsi128_si32(lh) +
-                      (((int64_t)_mm_extract_epi32(lh, 1) + pows) << 16));
+    /* each of the 256 low and 256 high values was counted 32768 less */
+    const int64_t offset = (int64_t)EGG_VOCAB * 32768;
+    return (uint64_t)(offset + _mm_cvtsi128_si32(lh) + ((offset + _mm_extract_epi32(lh, 1)) << 16));
 }
 
 /* egg_log2_q16 of four sums at once: the mantissa y < 2^31 before each squaring, so vpmuludq
@@ -748,26 +804,24 @@ AVX512 static INLINE uint64_t exp2_sum_avx512(const int8_t *logits) {
     const __m512i pow_hi = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, (char)128, 0, 0, 0, 0, 0, 0,
                                                                 0, 0));
     const __m512i nibble = _mm512_set1_epi8(15), flip = _mm512_set1_epi16(-32768), ones = _mm512_set1_epi16(1);
-    __m512i low = _mm512_setzero_si512(), high = low, pow_sum = low;
+    __m512i low = _mm512_setzero_si512(), high = low;
 #pragma GCC unroll 1
     for (int p = 0; p < EGG_VOCAB; p += 64) {
         const __m512i v = _mm512_loadu_si512(logits + p);
         const __m512i k = _mm512_and_si512(v, nibble), e = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
         const __m512i dl = _mm512_shuffle_epi8(d_lo, k), dh = _mm512_shuffle_epi8(d_hi, k);
         const __m512i pl = _mm512_shuffle_epi8(pow_lo, e), ph = _mm512_shuffle_epi8(pow_hi, e);
-        pow_sum = _mm512_add_epi64(pow_sum, _mm512_sad_epu8(pl, _mm512_setzero_si512()));
-        pow_sum = _mm512_add_epi64(pow_sum, _mm512_slli_epi64(_mm512_sad_epu8(ph, _mm512_setzero_si512()), 8));
         for (int half = 0; half < 2; half++) {
             const __m512i d = half ? _mm512_unpackhi_epi8(dl, dh) : _mm512_unpacklo_epi8(dl, dh);
             const __m512i q = half ? _mm512_unpackhi_epi8(pl, ph) : _mm512_unpacklo_epi8(pl, ph);
-            const __m512i lo16 = _mm512_mullo_epi16(d, q), hi16 = _mm512_mulhi_epu16(d, q);
+            const __m512i lo16 = _mm512_mullo_epi16(d, q), hi16 = _mm512_add_epi16(_mm512_mulhi_epu16(d, q), q);
             low = _mm512_add_epi32(low, _mm512_madd_epi16(_mm512_xor_si512(lo16, flip), ones));
-            high = _mm512_add_epi32(high, _mm512_madd_epi16(hi16, ones));
+            high = _mm512_add_epi32(high, _mm512_madd_epi16(_mm512_xor_si512(hi16, flip), ones));
         }
     }
-    /* each of the 256 low halves was counted 32768 less */
-    return (uint64_t)((int64_t)EGG_VOCAB * 32768 + _mm512_reduce_add_epi32(low) +
-                      (((int64_t)_mm512_reduce_add_epi32(high) + _mm512_reduce_add_epi64(pow_sum)) << 16));
+    /* each of the 256 low and 256 high values was counted 32768 less */
+    const int64_t offset = (int64_t)EGG_VOCAB * 32768;
+    return (uint64_t)(offset + _mm512_reduce_add_epi32(low) + ((offset + _mm512_reduce_add_epi32(high)) << 16));
 }
 
 TOKEN_LOSSES(token_losses_avx512, AVX512, exp2_sum_avx512)

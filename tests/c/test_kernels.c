@@ -264,6 +264,71 @@ static int check_voter_rows(const egg_kernels *k) {
     return bad != 0;
 }
 
+/* The rank-1 terms of whole blocks as a training step lays them out: runs of antithetic pairs (the
+ * same noise, signs +1 then -1) broken by a member with no sign, a pair with different noise, a lone
+ * member and a pair in the wrong order; rows and columns multiples of 32 (the presets' tensors, which
+ * take a path without tails) and not, noise at its extremes or not. */
+static int check_rank1_blocks(const egg_kernels *k) {
+    enum { MEMBERS = 11, MAX = 288 };
+    const int32_t sizes[] = {32, 64, 96, 128, 256, 288, 16, 40, 33, 7};
+    static int8_t x[MEMBERS * MAX], noise_buf[MEMBERS][2 * MAX + 8];
+    static int32_t acc1[MEMBERS * MAX], acc2[MEMBERS * MAX];
+    /* members 0-5: three pairs; 6: no sign; 7, 8: +1, -1 with different noise; 9, 10: -1, +1 */
+    const int8_t signs[MEMBERS] = {1, -1, 1, -1, 1, -1, 0, 1, -1, -1, 1};
+    const int8_t *noise[MEMBERS];
+    int cases = 0, bad = 0;
+    for (size_t r = 0; r < sizeof sizes / sizeof sizes[0]; r++)
+        for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
+            for (int members = 1; members <= MEMBERS; members += 1 + (members > 2) * 3, cases++) {
+                const int32_t rows = sizes[r], cols = sizes[c], shift = (int32_t)(r + c) % 5;
+                const int extreme = (r + c) % 3 == 0;
+                for (int i = 0; i < MEMBERS; i++) {
+                    fill_range(noise_buf[i], rows + cols + 8, -15, 15, extreme);
+                    const int paired = i % 2 && i < 6;
+                    noise[i] = paired || i == 10 ? noise_buf[i - 1] : noise_buf[i];
+                }
+                fill_range(x, (int64_t)members * cols, -127, 127, extreme);
+                fill_acc(acc1, (int64_t)members * rows, 28);
+                memcpy(acc2, acc1, sizeof(int32_t) * (size_t)(members * rows));
+                egg_elementwise_scalar.rank1(members, rows, cols, x, noise, 3, signs, shift, acc1);
+                k->elementwise->rank1(members, rows, cols, x, noise, 3, signs, shift, acc2);
+                if (memcmp(acc1, acc2, sizeof(int32_t) * (size_t)(members * rows)) && bad++ < 10)
+                    fprintf(stderr, "%s rank1 members=%d rows=%d cols=%d: differs from scalar\n", k->name, members,
+                            rows, cols);
+            }
+    printf("kernel %-8s rank-1 blocks: %d cases: %s\n", k->name, cases, bad ? "MISMATCH" : "equal to scalar");
+    return bad != 0;
+}
+
+/* The L1 norm at every mean |x| an int8 row can have (1..127, each of the SIMD paths and their
+ * boundaries: 8, 16, 32, 33), x of exactly that magnitude with random signs, spread around it, or
+ * +-127 and 0 in the proportion of the mean (the largest products at a small mean), and w random or at
+ * the extremes; widths with and without SIMD tails. */
+static int check_layer_norm_means(const egg_kernels *k) {
+    enum { H = 80, MEMBERS = 2 };
+    static int8_t x[MEMBERS * H], w[MEMBERS * H], out1[MEMBERS * H], out2[MEMBERS * H];
+    const int32_t widths[] = {64, 32, 48, 80, 33};
+    int cases = 0, bad = 0;
+    for (int mean = 1; mean <= 127; mean++)
+        for (size_t z = 0; z < sizeof widths / sizeof widths[0]; z++)
+            for (int spread = 0; spread <= 2; spread++, cases++) {
+                const int32_t h = widths[z];
+                for (int64_t i = 0; i < MEMBERS * h; i++) {
+                    const int lo = spread && mean > 1 ? mean / 2 : mean, hi = spread ? mean + (127 - mean) / 2 : mean;
+                    int v = lo + (int)(next_random() % (uint64_t)(hi - lo + 1));
+                    if (spread == 2) v = (int)(next_random() % 127) < mean ? 127 : 0; /* the largest products */
+                    x[i] = (int8_t)(next_random() & 1 ? v : -v);
+                }
+                fill_range(w, MEMBERS * h, -127, 127, spread);
+                egg_elementwise_scalar.layer_norm(MEMBERS, h, x, w, h, out1);
+                k->elementwise->layer_norm(MEMBERS, h, x, w, h, out2);
+                if (memcmp(out1, out2, (size_t)(MEMBERS * h)) && bad++ < 10)
+                    fprintf(stderr, "%s layer_norm mean |x| ~%d h=%d: differs from scalar\n", k->name, mean, h);
+            }
+    printf("kernel %-8s L1 norm means: %d cases: %s\n", k->name, cases, bad ? "MISMATCH" : "equal to scalar");
+    return bad != 0;
+}
+
 static int check_kernel(const char *name) {
     if (egg_force_kernel(name)) {
         fprintf(stderr, "%s\n", egg_last_error());
@@ -289,8 +354,8 @@ static int check_kernel(const char *name) {
     for (int32_t n = 0; n <= 300; n++, dots++) check_dot(k, n, n % 4);
     printf("kernel %-8s %d gemm shapes, %d dot lengths: %s\n", name, gemms, dots,
            failures == before ? "equal to scalar" : "MISMATCH");
-    return (failures != before) | check_elementwise(k) | check_peak(k) | check_stream_words(k) |
-           check_voter_rows(k);
+    return (failures != before) | check_elementwise(k) | check_rank1_blocks(k) | check_layer_norm_means(k) |
+           check_peak(k) | check_stream_words(k) | check_voter_rows(k);
 }
 
 /* egg_floor_div against the integer divide: every divisor near 1, powers of two, primes and the range's
