@@ -12,6 +12,11 @@ minus the GEMM kernel alone at the step's shapes, each the median or the best of
 the GEMM's rate comes from ``gemm_gmacs``, so checkouts whose bench predates the non-GEMM keys
 compare too). Then the ratios B/A. Before timing, ``scripts/step_workload.py`` trains the same
 steps with each build and the two hashes of weights, state and vote memory must agree.
+
+With ``--population P --seq-len T`` (streams P/2) both checkouts are timed at that shape by
+``scripts/step_workload.py`` instead, --workload-steps steps a run, so a build whose preset or bench
+predates the shape compares too (issue 15's baseline, 3583756, at today's 1,024 x 16); that mode
+reports population-tokens/s only.
 """
 
 from __future__ import annotations
@@ -44,10 +49,11 @@ def run(checkout: Path, args: list[str]) -> str:
     return result.stdout
 
 
-def workload_hash(checkout: Path, name: str, threads: int, steps: int) -> str:
+def workload(checkout: Path, name: str, threads: int, steps: int, shape: list[str]) -> dict:
+    """scripts/step_workload.py's report (hash, population-tokens/s) of ``steps`` steps at ``shape``."""
     out = run(checkout, [str(HERE / "step_workload.py"), "--preset", name, "--steps", str(steps),
-                         "--threads", str(threads)])
-    return json.loads(out)["hash"]
+                         "--threads", str(threads), *shape])
+    return json.loads(out)
 
 
 def bench(checkout: Path, name: str, threads: int, seconds: float) -> tuple[float, float, str]:
@@ -67,13 +73,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="bench budget per run")
     parser.add_argument("--hash-steps", type=int, default=5)
+    parser.add_argument("--population", type=int, help="time this many members (with --seq-len) by step_workload.py")
+    parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--workload-steps", type=int, default=100, help="steps per timed run at --population")
     args = parser.parse_args()
+    if (args.population is None) != (args.seq_len is None):
+        parser.error("--population and --seq-len go together")
     checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
+    shape = [] if args.population is None else ["--population", str(args.population), "--seq-len", str(args.seq_len),
+                                                "--streams", str(args.population // 2)]
 
-    hashes = {k: workload_hash(c, args.preset, args.threads, args.hash_steps) for k, c in checkouts.items()}
+    hashes = {k: workload(c, args.preset, args.threads, args.hash_steps, shape)["hash"] for k, c in checkouts.items()}
     print(f"weights hash after {args.hash_steps + 1} steps: A {hashes['A']}, B {hashes['B']}")
     if hashes["A"] != hashes["B"]:
         raise SystemExit("the two builds train differently: not comparable")
+    if shape:
+        compare_workloads(checkouts, args, shape)
+        return
 
     rates: dict[str, list[float]] = {"A": [], "B": []}
     gemm: dict[str, list[float]] = {"A": [], "B": []}
@@ -96,6 +112,21 @@ def main() -> None:
             print(f"{key} {checkout}: {label} {got[key][0]:12,.0f} pop-tokens/s, non-GEMM {got[key][1]:8.1f} ns")
         print(f"B/A ({label}): {got['B'][0] / got['A'][0]:.2f}x population-tokens/s, non-GEMM time / "
               f"{got['A'][1] / got['B'][1]:.2f}")
+
+def compare_workloads(checkouts: dict[str, Path], args: argparse.Namespace, shape: list[str]) -> None:
+    """Alternating step_workload.py runs at ``shape``: population-tokens/s, median and best, and B/A."""
+    rates: dict[str, list[float]] = {"A": [], "B": []}
+    for r in range(args.rounds):
+        for key, checkout in checkouts.items():
+            report = workload(checkout, args.preset, args.threads, args.workload_steps, shape)
+            rates[key].append(report["pop_tok_per_s"])
+            print(f"round {r + 1} {key} ({report['kernel']}): {rates[key][-1]:12,.0f} pop-tokens/s", flush=True)
+    for label, pick in (("median", statistics.median), ("best", max)):
+        got = {k: pick(v) for k, v in rates.items()}
+        for key, checkout in checkouts.items():
+            print(f"{key} {checkout}: {label} {got[key]:12,.0f} pop-tokens/s")
+        print(f"B/A ({label}): {got['B'] / got['A']:.2f}x population-tokens/s")
+
 
 if __name__ == "__main__":
     main()
