@@ -40,7 +40,7 @@ def parse_settings(pairs: list[str]) -> dict[str, int]:
     return settings
 
 
-def hold_out_range(text: str) -> tuple[int, int]:
+def byte_range(text: str) -> tuple[int, int]:
     """``"2000000:276625"`` -> (2000000, 276625)."""
     start, _, size = text.partition(":")
     try:
@@ -65,10 +65,11 @@ def main() -> None:
     parser.add_argument("--average", type=int, action="append", default=[], metavar="K",
                         help="also evaluate an exponential weight average with weight_average=K, kept beside the "
                              "run in numpy (the reference's rule), so several horizons are compared on one run")
-    parser.add_argument("--hold-out", type=hold_out_range, metavar="START:BYTES",
-                        help="train without training bytes [START, START+BYTES) and also report bits/byte on them "
-                             "and on the BYTES after them (seen): how much of the gap to the validation split is the "
-                             "model fitting the files it trains on")
+    parser.add_argument("--hold-out", type=byte_range, metavar="START:BYTES",
+                        help="train without training bytes [START, START+BYTES) (score them with --score)")
+    parser.add_argument("--score", type=byte_range, action="append", default=[], metavar="START:BYTES",
+                        help="also report bits/byte of training bytes [START, START+BYTES) at every evaluation (with "
+                             "--hold-out of the same bytes: how well the model does on files it never trained on)")
     parser.add_argument("--save", type=Path, metavar="CKPT",
                         help="write the final model as a checkpoint (for eval --breakdown, judge and sample)")
     args = parser.parse_args()
@@ -86,14 +87,15 @@ def main() -> None:
         engine.init_weights(args.seed)
     first_step = start.step if start else 0
     train = corpus.train
-    extra_evals: dict[str, np.ndarray] = {}
+    for start_byte, size in args.score + ([args.hold_out] if args.hold_out else []):
+        if start_byte < 0 or size < 2 or start_byte + size > train.size:
+            raise SystemExit(f"{start_byte}:{size}: the bytes must lie inside the {train.size:,}-byte training split")
+    def held_out(a: int, n: int) -> bool:
+        return bool(args.hold_out) and args.hold_out[0] <= a and a + n <= sum(args.hold_out)
+
+    scored = {f"train[{a}:+{n}] {'held out' if held_out(a, n) else 'seen'}": train[a : a + n] for a, n in args.score}
     if args.hold_out:
         start_byte, size = args.hold_out
-        if start_byte < 0 or size < 2 or start_byte + 2 * size > train.size:
-            raise SystemExit(f"--hold-out {start_byte}:{size}: the held-out bytes and as many after them must lie "
-                             f"inside the {train.size:,}-byte training split")
-        extra_evals = {"held-out train": train[start_byte : start_byte + size],
-                       "seen train": train[start_byte + size : start_byte + 2 * size]}
         train = np.concatenate([train[:start_byte], train[start_byte + size :]])
     windows = WindowSampler(train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
@@ -114,7 +116,7 @@ def main() -> None:
                     print(f"step {step + 1} | average of the run (weight_average={config.weight_average}) | "
                           f"val_bpb {bits_per_byte(engine.eval_bits(val, EVAL_CHUNK), val.size):.4f}", flush=True)
             with engine.averaged():
-                for name, text in extra_evals.items():
+                for name, text in scored.items():
                     bits = bits_per_byte(engine.eval_bits(text, EVAL_CHUNK), text.size)
                     print(f"step {step + 1} | {name} | bpb {bits:.4f}", flush=True)
             for k, average in averages.items():

@@ -33,13 +33,14 @@ def test_fixed_steps_is_reproducible_and_reports_each_evaluation(workdir: Path) 
 
 def test_fixed_steps_hold_out_trains_without_the_slice_and_scores_it(workdir: Path) -> None:
     args = ("--data", "input.txt", "--preset", "tiny", "--steps", "4", "--eval-every", "2", "--val-bytes", "3000",
-            "--set", "streams=16")
+            "--set", "streams=16", "--score", "1000:2000", "--score", "3000:2000")
     full = run_script("fixed_steps.py", *args, cwd=workdir).stdout
     held = run_script("fixed_steps.py", *args, "--hold-out", "1000:2000", cwd=workdir).stdout
-    scored = re.findall(r"^step (\d+) \| (held-out|seen) train \| bpb ([0-9.]+)", held, re.M)
-    assert [(int(step), name) for step, name, _ in scored] == [(2, "held-out"), (2, "seen"), (4, "held-out"),
-                                                               (4, "seen")]
-    assert all(0 < float(bpb) < 9 for *_, bpb in scored)
+    pattern = re.compile(r"^step (\d+) \| train\[(\d+):\+2000\] (held out|seen) \| bpb ([0-9.]+)", re.M)
+    assert [(int(s), int(a), kind) for s, a, kind, _ in pattern.findall(held)] == [
+        (2, 1000, "held out"), (2, 3000, "seen"), (4, 1000, "held out"), (4, 3000, "seen")]
+    assert [kind for _, _, kind, _ in pattern.findall(full)] == ["seen"] * 4
+    assert all(0 < float(bpb) < 9 for *_, bpb in pattern.findall(held))
     val_curve = re.compile(r"^step \d+ \| val_bpb ([0-9.]+)", re.M)
     assert val_curve.findall(held) != val_curve.findall(full), "without the slice the model sees other windows"
     outside = subprocess.run([sys.executable, str(SCRIPTS / "fixed_steps.py"), *args, "--hold-out", "0:99999999"],
