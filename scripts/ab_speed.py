@@ -113,6 +113,7 @@ def main() -> None:
         print(f"B/A ({label}): {got['B'][0] / got['A'][0]:.2f}x population-tokens/s, non-GEMM time / "
               f"{got['A'][1] / got['B'][1]:.2f}")
 
+
 def compare_workloads(checkouts: dict[str, Path], args: argparse.Namespace, shape: list[str]) -> None:
     """Alternating step_workload.py runs at ``shape``: population-tokens/s, median and best, and B/A."""
     rates: dict[str, list[float]] = {"A": [], "B": []}

@@ -49,6 +49,23 @@ def byte_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected START:BYTES, got {text!r}") from None
 
 
+def training_slices(train: np.ndarray, hold_out: tuple[int, int] | None,
+                    score: list[tuple[int, int]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The training bytes the windows come from (without the --hold-out slice) and the --score slices by name
+    ("train[START:+BYTES] held out" or "... seen")."""
+    for start, size in score + ([hold_out] if hold_out else []):
+        if start < 0 or size < 2 or start + size > train.size:
+            raise SystemExit(f"{start}:{size}: the bytes must lie inside the {train.size:,}-byte training split")
+
+    def held_out(start: int, size: int) -> bool:
+        return hold_out is not None and hold_out[0] <= start and start + size <= sum(hold_out)
+
+    scored = {f"train[{a}:+{n}] {'held out' if held_out(a, n) else 'seen'}": train[a : a + n] for a, n in score}
+    if hold_out:
+        train = np.concatenate([train[: hold_out[0]], train[sum(hold_out) :]])
+    return train, scored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("input.txt"), help="corpus (default: ./input.txt)")
@@ -86,17 +103,7 @@ def main() -> None:
     else:
         engine.init_weights(args.seed)
     first_step = start.step if start else 0
-    train = corpus.train
-    for start_byte, size in args.score + ([args.hold_out] if args.hold_out else []):
-        if start_byte < 0 or size < 2 or start_byte + size > train.size:
-            raise SystemExit(f"{start_byte}:{size}: the bytes must lie inside the {train.size:,}-byte training split")
-    def held_out(a: int, n: int) -> bool:
-        return bool(args.hold_out) and args.hold_out[0] <= a and a + n <= sum(args.hold_out)
-
-    scored = {f"train[{a}:+{n}] {'held out' if held_out(a, n) else 'seen'}": train[a : a + n] for a, n in args.score}
-    if args.hold_out:
-        start_byte, size = args.hold_out
-        train = np.concatenate([train[:start_byte], train[start_byte + size :]])
+    train, scored = training_slices(corpus.train, args.hold_out, args.score)
     windows = WindowSampler(train, config.streams, config.seq_len)
     val = corpus.val[: args.val_bytes]
     averages = {k: engine.weights.astype(np.int32) << ref.AVERAGE_FRAC_BITS for k in args.average}
